@@ -1,0 +1,16 @@
+"""numba_adam: the Adam optimizer as one fused Numba kernel over flat buffers."""
+
+import os
+
+# A training loop alternates NumPy's BLAS (whose threads spin after each call)
+# with our parallel kernel.  With OpenMP threads spinning too, two cores
+# thrash: measured 8.6 ms instead of 0.5 ms per step for 1e6 parameters after
+# a 256x256 matmul.  Passive waiting avoids it; set OMP_WAIT_POLICY=active
+# before importing numba_adam to spin instead (about 20% faster bare steps).
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+from .buffer import ParamBuffer
+from .optim import Adam, AdamW, Optimizer, ParamGroup
+
+__all__ = ["Adam", "AdamW", "Optimizer", "ParamBuffer", "ParamGroup"]
+__version__ = "0.1.0"

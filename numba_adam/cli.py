@@ -1,0 +1,88 @@
+"""The ``numba-adam`` command line: ``demo`` (the main job), ``bench`` and ``info``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import sys
+from pathlib import Path
+
+
+def kernel_cache_status() -> str:
+    """Whether compiled kernels are in Numba's on-disk cache ("warm") or not ("cold")."""
+    from . import _cpu
+    found = []
+    for kernel in (_cpu.adam_step_serial, _cpu.adam_step_parallel):
+        cache_dir = Path(kernel._cache._cache_path)
+        stem = f"_cpu.{kernel.py_func.__name__}-"
+        found.append(any(p.name.startswith(stem) and p.suffix == ".nbi"
+                         for p in cache_dir.glob("*.nbi")))
+    where = _cpu.adam_step_parallel._cache._cache_path
+    state = "warm" if all(found) else ("partly warm" if any(found) else "cold")
+    return f"{state} ({where})"
+
+
+def cuda_status() -> str:
+    """numba-cuda's presence and whether a GPU is usable, without failing."""
+    if importlib.util.find_spec("numba_cuda") is None:
+        return "numba-cuda not installed (pip install 'numba-adam[cuda]')"
+    try:
+        from numba import cuda
+        if cuda.is_available():
+            device = cuda.get_current_device()
+            return f"available: {device.name.decode() if isinstance(device.name, bytes) else device.name}"
+        return "numba-cuda installed, no usable GPU"
+    except Exception as exc:  # driver problems are reported, not raised
+        return f"numba-cuda installed, CUDA unusable: {exc}"
+
+
+def info(args: argparse.Namespace) -> int:
+    import llvmlite
+    import numba
+    import numpy
+
+    from . import __version__
+    numba.config.reload_config()
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = f"not started yet (configured: {numba.config.THREADING_LAYER})"
+    rows = [
+        ("numba_adam", __version__),
+        ("python", platform.python_version()),
+        ("numba", numba.__version__),
+        ("numpy", numpy.__version__),
+        ("llvmlite", llvmlite.__version__),
+        ("threading layer", layer),
+        ("threads", f"{numba.get_num_threads()} (NUMBA_NUM_THREADS to change)"),
+        ("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "unset")),
+        ("kernel cache", kernel_cache_status()),
+        ("CUDA", cuda_status()),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="numba-adam", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    from .demo import add_arguments as demo_arguments
+    demo_arguments(sub.add_parser("demo", help="train a NumPy MLP with numba_adam (the main job)"))
+    sub.add_parser("info", help="versions, threading layer, threads, kernel cache, CUDA")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from .demo import run
+        return run(args)
+    return info(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

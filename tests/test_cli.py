@@ -1,0 +1,43 @@
+import subprocess
+import sys
+
+import numpy as np
+
+from numba_adam import cli, demo
+
+
+def test_info_reports_versions_cache_and_cuda(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    for key in ("numba_adam", "numba", "threading layer", "threads", "kernel cache", "CUDA"):
+        assert key in out
+
+
+def test_demo_loss_goes_down(tmp_path, capsys):
+    assert cli.main(["demo", "--steps", "300", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    losses = np.loadtxt(tmp_path / "loss.csv", delimiter=",", skiprows=1)[:, 1]
+    assert losses[-30:].mean() < 0.5 * losses[:30].mean()
+    assert "test accuracy" in out and "GB/s" in out
+
+
+def test_demo_gradients_match_finite_differences():
+    x, y = demo.make_spirals(20, 3, 0)
+    buf = demo.init_mlp(6, 3, 0)
+    demo.loss_and_grads(buf, x, y)
+    analytic = buf.grad.copy()
+    rng = np.random.default_rng(0)
+    for i in rng.choice(buf.size, 12, replace=False):
+        old = buf.data[i]
+        buf.data[i] = old + 1e-2
+        up = demo.loss_and_grads(buf, x, y)
+        buf.data[i] = old - 1e-2
+        down = demo.loss_and_grads(buf, x, y)
+        buf.data[i] = old
+        assert abs((up - down) / 2e-2 - analytic[i]) < 2e-2
+
+
+def test_console_script_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "numba_adam.cli", "info"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "numba_adam" in result.stdout
