@@ -9,8 +9,12 @@ import os
 # before importing numba_adam to spin instead (about 20% faster bare steps).
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-from .buffer import ParamBuffer
-from .optim import Adam, AdamW, Optimizer, ParamGroup
-
-__all__ = ["Adam", "AdamW", "Optimizer", "ParamBuffer", "ParamGroup"]
 __version__ = "0.1.0"
+
+from . import schedules  # noqa: E402
+from .buffer import ParamBuffer  # noqa: E402
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint  # noqa: E402
+from .optim import Adam, AdamW, Optimizer, ParamGroup  # noqa: E402
+
+__all__ = ["Adam", "AdamW", "Checkpoint", "CheckpointError", "Optimizer", "ParamBuffer",
+           "ParamGroup", "load_checkpoint", "schedules"]

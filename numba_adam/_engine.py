@@ -102,7 +102,7 @@ class Engine:
         self._grad_addr = np.zeros(n, dtype=np.int64)
         self._staging: np.ndarray | None = None
         self._staging_views: dict[int, np.ndarray] = {}
-        self._orders = [_memory_order(s.array) for s in specs]
+        self.orders = [_memory_order(s.array) for s in specs]
 
         items = [(t, begin, min(WORK_ITEM_ELEMENTS, int(numel) - begin))
                  for t, numel in enumerate(numels)
@@ -150,7 +150,7 @@ class Engine:
                                  f"expected {p.shape}")
             if g.dtype != dtype:
                 raise TypeError(f"gradient for {spec.label} has dtype {g.dtype}, expected {dtype}")
-            if g.flags.c_contiguous if self._orders[i] == "C" else g.flags.f_contiguous:
+            if g.flags.c_contiguous if self.orders[i] == "C" else g.flags.f_contiguous:
                 addr[i] = g.ctypes.data
             else:
                 restage.append(i)
@@ -173,7 +173,7 @@ class Engine:
             spec = self.specs[i]
             view = np.ndarray(spec.array.shape, dtype=self.dtype, buffer=self._staging,
                               offset=int(self.state_offsets[i]) * self.dtype.itemsize,
-                              order=self._orders[i])
+                              order=self.orders[i])
             self._staging_views[i] = view
         return view
 
@@ -185,7 +185,7 @@ class Engine:
     # -- state access -----------------------------------------------------
     def tensor_state(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Views of tensor ``i``'s m, v and v_max (None without AMSGrad), shaped like it."""
-        shape, order = self.specs[i].array.shape, self._orders[i]
+        shape, order = self.specs[i].array.shape, self.orders[i]
         start, n = int(self.state_offsets[i]), int(self.numels[i])
         m = self.m[start:start + n].reshape(shape, order=order)
         v = self.v[start:start + n].reshape(shape, order=order)

@@ -92,6 +92,8 @@ class ParamBuffer:
             view[...] = arrays[name]
             self._views[name] = view
             self._grad_views[name] = self.grad[start:start + size].reshape(self._shapes[name])
+        self._name_by_view = {(v.ctypes.data, v.shape, v.strides): name
+                              for name, v in self._views.items()}
         _OWNERS[id(self.data)] = self
 
     # Mapping-like access to the parameter views.
@@ -144,6 +146,10 @@ class ParamBuffer:
     @property
     def dtype(self) -> np.dtype:
         return self.data.dtype
+
+    def name_of(self, array: np.ndarray) -> str | None:
+        """The name of the parameter whose view ``array`` is (same memory and shape), else None."""
+        return self._name_by_view.get((array.ctypes.data, array.shape, array.strides))
 
     def zero_grad(self) -> None:
         """Set every gradient to zero (one fill of the flat ``grad``)."""

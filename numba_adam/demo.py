@@ -112,7 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
     parser.add_argument("--optimizer", choices=("adam", "adamw"), default="adam")
     parser.add_argument("--amsgrad", action="store_true", help="use the AMSGrad variant")
-    parser.add_argument("--lr", type=float, default=3e-3, help="learning rate (default 3e-3)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="(peak) learning rate (default 3e-3)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="warmup_cosine",
+                        help="learning-rate schedule over the run (default warmup_cosine)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/checkpoint.ckpt (optimizer state, weights, schedule)")
     parser.add_argument("--hidden", type=int, default=256, help="hidden width (default 256)")
     parser.add_argument("--batch", type=int, default=256, help="batch size (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
@@ -120,11 +124,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for the loss curve and checkpoint (default ./numba-adam-demo)")
 
 
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
+
+
+def build_schedule(name: str, lr: float, steps: int):
+    from . import schedules
+    if name == "cosine":
+        return schedules.cosine_decay(lr, steps, alpha=0.01)
+    if name == "warmup_cosine":
+        warmup = max(1, steps // 20)
+        return schedules.warmup_cosine_decay(0.0, lr, warmup, max(steps, warmup + 1), end_lr=lr / 100)
+    if name == "exponential":
+        return schedules.exponential_decay(lr, max(1, steps), 0.01)
+    return lr
+
+
 def build_optimizer(args: argparse.Namespace, buf: ParamBuffer):
     from .optim import Adam, AdamW
+    lr = build_schedule(args.schedule, args.lr, args.steps)
     if args.optimizer == "adamw":
-        return AdamW(buf, lr=args.lr, amsgrad=args.amsgrad, weight_decay=1e-4)
-    return Adam(buf, lr=args.lr, amsgrad=args.amsgrad)
+        return AdamW(buf, lr=lr, amsgrad=args.amsgrad, weight_decay=1e-4)
+    return Adam(buf, lr=lr, amsgrad=args.amsgrad)
 
 
 def write_curve(losses: list[float], out: Path) -> str:
@@ -161,18 +181,33 @@ def run(args: argparse.Namespace) -> int:
     buf = init_mlp(args.hidden, classes, args.seed)
     opt = build_optimizer(args, buf)
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"numba-adam demo: {buf.size:,} parameters in {len(buf)} tensors, "
-          f"{args.optimizer}{' amsgrad' if args.amsgrad else ''}, lr {args.lr}, "
-          f"{args.steps} steps of batch {args.batch} on {classes}-arm spirals")
-
-    rng = np.random.default_rng(args.seed + 2)
+    checkpoint = args.out / "checkpoint.ckpt"
     losses: list[float] = []
+    if args.resume:
+        from .checkpoint import CheckpointError
+        try:
+            opt.load(checkpoint, params=True)
+        except CheckpointError as exc:
+            print(f"numba-adam demo: cannot resume: {exc}", file=sys.stderr)
+            return 1
+        if (args.out / "loss.csv").exists():
+            losses = np.loadtxt(args.out / "loss.csv", delimiter=",", skiprows=1,
+                                ndmin=2)[:, 1].tolist()
+    done = opt.param_groups[0].updates
+    print(f"numba-adam demo: {buf.size:,} parameters in {len(buf)} tensors, "
+          f"{args.optimizer}{' amsgrad' if args.amsgrad else ''}, lr {args.lr} "
+          f"({args.schedule}), {args.steps} steps of batch {args.batch} on "
+          f"{classes}-arm spirals" + (f", resuming after step {done}" if done else ""))
+
+    rng = np.random.default_rng([args.seed + 2, done])
+    first_loss = None
     optimizer_seconds = 0.0
     progress = Progress(args.steps)
     start = time.perf_counter()
     for step in range(args.steps):
         batch = rng.integers(0, len(x_train), args.batch)
         losses.append(loss_and_grads(buf, x_train[batch], y_train[batch]))
+        first_loss = losses[-1] if first_loss is None else first_loss
         t0 = time.perf_counter()
         opt.step()
         optimizer_seconds += time.perf_counter() - t0
@@ -181,12 +216,15 @@ def run(args: argparse.Namespace) -> int:
 
     bytes_per_param = (36 if args.amsgrad else 28) * buf.data.itemsize // 4
     updates = buf.size * args.steps
-    print(f"final loss {np.mean(losses[-100:]):.4f} (first {losses[0]:.4f}), "
+    print(f"final loss {np.mean(losses[-100:]):.4f} (first of this run {first_loss:.4f}), "
           f"train accuracy {accuracy(buf, x_train, y_train):.1%}, "
           f"test accuracy {accuracy(buf, x_test, y_test):.1%}")
     print(f"time {total:.1f}s; optimizer {optimizer_seconds:.2f}s = "
           f"{optimizer_seconds / total:.1%} of step time, "
           f"{updates / optimizer_seconds / 1e6:,.0f}M parameters/s, "
           f"{updates * bytes_per_param / optimizer_seconds / 1e9:.1f} GB/s")
+    opt.save(checkpoint, params=True)
+    print(f"checkpoint: {checkpoint} after step {opt.param_groups[0].updates} "
+          f"(continue with --resume)")
     print(write_curve(losses, args.out))
     return 0

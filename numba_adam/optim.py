@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ._engine import Engine, TensorSpec, group_scalars
+from . import __version__
 from .buffer import ParamBuffer, check_float_dtype, owner_of
+from .checkpoint import CheckpointError, load_checkpoint, write_checkpoint
+from .schedules import Schedule, from_config as schedules_from_config
 
 # Group keys torch writes into its state_dict that have no meaning here.
 _TORCH_ONLY_KEYS = frozenset({"foreach", "fused", "capturable", "differentiable", "initial_lr"})
@@ -87,6 +91,13 @@ class ParamGroup(dict):
     def scheduled_lr(self) -> float:
         """The schedule's learning rate for the next update (completed updates so far)."""
         return _check_real("lr (from the schedule)", self.schedule(self.updates), 0.0)
+
+    def show_scheduled_lr(self) -> None:
+        """Refresh ``self["lr"]`` after an update; a bad value is reported by the next step."""
+        try:
+            dict.__setitem__(self, "lr", float(self.schedule(self.updates)))
+        except Exception:
+            dict.__setitem__(self, "lr", math.nan)
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key == "params":
@@ -193,7 +204,11 @@ class Optimizer:
             if not (array.flags.c_contiguous or array.flags.f_contiguous):
                 raise ValueError(f"parameter {label} is not contiguous in memory; copy it into "
                                  f"a ParamBuffer (or np.ascontiguousarray) first")
-            specs.append(TensorSpec(array, gi, owner_of(array), label))
+            owner = owner_of(array)
+            if name is None and owner is not None:
+                name = names[j] = owner.name_of(array)
+                label = repr(name) if name is not None else label
+            specs.append(TensorSpec(array, gi, owner, label))
         earlier = self._specs + [s for _, ss, _ in pending for s in ss]
         _check_no_overlap(earlier + specs)
         return values, specs, names
@@ -267,7 +282,7 @@ class Optimizer:
         for group in groups:
             group.updates += 1
             if group.schedule is not None:
-                dict.__setitem__(group, "lr", group.scheduled_lr())
+                group.show_scheduled_lr()
         return loss
 
     def _align_grads(self, grads: Any) -> Sequence[Any]:
@@ -321,6 +336,9 @@ class Optimizer:
                         entry["max_exp_avg_sq"] = v_max.copy()
                     state[i] = entry
             saved = {k: v for k, v in group.items() if k != "params"}
+            if group.schedule is not None:
+                saved["lr_schedule"] = (group.schedule.get_config()
+                                        if isinstance(group.schedule, Schedule) else group.schedule)
             saved["params"] = list(indices)
             names = [self._names[i] for i in indices]
             if any(n is not None for n in names):
@@ -337,6 +355,10 @@ class Optimizer:
         Raises:
             ValueError/TypeError: the state_dict does not fit this optimizer.
         """
+        self._commit_state(*self._prepare_state(state_dict))
+
+    def _prepare_state(self, state_dict: Mapping[str, Any]) -> tuple:
+        """Check a state_dict against this optimizer; return what to commit."""
         if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
             raise ValueError("state_dict must be a dict with 'state' and 'param_groups' entries")
         saved_groups = list(state_dict["param_groups"])
@@ -352,8 +374,10 @@ class Optimizer:
                                  f"optimizer's group {gi} has {len(indices)}")
             values = {}
             for key, value in saved.items():
-                if key in ("params", "param_names") or key in _TORCH_ONLY_KEYS:
+                if key in ("params", "param_names", "lr_schedule") or key in _TORCH_ONLY_KEYS:
                     continue
+                if key == "lr" and saved.get("lr_schedule") is not None:
+                    continue   # the schedule decides the value
                 if key not in self.param_groups[gi] and key not in self.defaults:
                     raise ValueError(f"state_dict group {gi} has unknown key {key!r}")
                 if key == "betas" and isinstance(value, (list, tuple)):
@@ -361,6 +385,9 @@ class Optimizer:
                 elif hasattr(value, "detach"):   # a torch tensor hyperparameter
                     value = _to_numpy(value).item()
                 values[key] = check_hyperparameter(key, value)
+            schedule = saved.get("lr_schedule")
+            if schedule is not None:
+                values["lr"] = schedule if callable(schedule) else schedules_from_config(schedule)
             amsgrad = values.get("amsgrad", self.param_groups[gi]["amsgrad"])
             present = [pid in saved_state for pid in saved_ids]
             if any(present) and not all(present):
@@ -391,7 +418,9 @@ class Optimizer:
                     raise ValueError(f"state_dict group {gi} has a negative step count {step}")
             new_values.append(values)
             new_steps.append(step)
-        # Everything checked: commit.
+        return new_values, new_steps, new_arrays
+
+    def _commit_state(self, new_values: list, new_steps: list, new_arrays: dict) -> None:
         for group, values in zip(self.param_groups, new_values):
             for key, value in values.items():
                 group._set(key, value)
@@ -404,7 +433,83 @@ class Optimizer:
         for group, step in zip(self.param_groups, new_steps):
             group.updates = step
             if group.schedule is not None:
-                dict.__setitem__(group, "lr", group.scheduled_lr())
+                group.show_scheduled_lr()
+
+    # -- checkpoints ------------------------------------------------------
+    def save(self, path: str | os.PathLike, params: bool = False) -> None:
+        """Write the optimizer's state (and with ``params=True`` the parameter values) to ``path``.
+
+        The file holds every group's hyperparameters, schedule configs and
+        step counts, and the flat m, v (and v_max) buffers; it is written
+        atomically (see :mod:`numba_adam.checkpoint`).
+
+        Raises:
+            CheckpointError: a group's lr is a callable that is not a
+                ``numba_adam.schedules`` schedule (it cannot be stored).
+        """
+        engine = self._engine
+        groups = []
+        for gi, (group, indices) in enumerate(zip(self.param_groups, self._group_indices())):
+            schedule = group.schedule
+            if schedule is not None and not isinstance(schedule, Schedule):
+                raise CheckpointError(
+                    f"param_groups[{gi}]['lr'] is a plain callable ({schedule!r}), which cannot be "
+                    f"saved; use a numba_adam.schedules schedule or a float lr")
+            groups.append(dict(
+                hyperparameters={k: v for k, v in group.items() if k != "params"},
+                lr_schedule=schedule.get_config() if schedule is not None else None,
+                updates=group.updates,
+                tensors=[dict(name=self._names[i], shape=list(self._specs[i].array.shape),
+                              order=engine.orders[i], offset=int(engine.state_offsets[i]),
+                              vmax_offset=int(engine.vmax_offsets[i])) for i in indices]))
+        header = dict(format="numba_adam checkpoint", library_version=__version__,
+                      optimizer=type(self).__name__, dtype=str(self._dtype), groups=groups)
+        arrays = {"exp_avg": [engine.m], "exp_avg_sq": [engine.v],
+                  "max_exp_avg_sq": [engine.v_max]}
+        if params:
+            arrays["params"] = [s.array for s in self._specs]
+        write_checkpoint(path, header, arrays)
+
+    def load(self, path: str | os.PathLike, params: bool | None = None) -> None:
+        """Restore state written by :meth:`save`; nothing changes if the file is refused.
+
+        Args:
+            path: the checkpoint file.
+            params: restore parameter values too: None (default) when the file
+                has them, True to require them, False to leave them alone.
+
+        Raises:
+            CheckpointError: unreadable, corrupted or foreign file, or one
+                saved from a different model (groups, names, shapes).
+        """
+        ckpt = load_checkpoint(path)
+        tensors = ckpt.tensors
+        if len(ckpt.groups) != len(self.param_groups):
+            raise CheckpointError(f"{path} holds {len(ckpt.groups)} parameter groups, this "
+                                  f"optimizer has {len(self.param_groups)}")
+        for gi, (saved, indices) in enumerate(zip(ckpt.groups, self._group_indices())):
+            if len(saved["tensors"]) != len(indices):
+                raise CheckpointError(f"{path}: group {gi} holds {len(saved['tensors'])} "
+                                      f"parameters, this optimizer's has {len(indices)}")
+        for i, (saved, spec) in enumerate(zip(tensors, self._specs)):
+            name = self._names[i]
+            if saved["name"] is not None and name is not None and saved["name"] != name:
+                raise CheckpointError(f"{path}: parameter {i} is {saved['name']!r} in the file "
+                                      f"but {name!r} here")
+            if tuple(saved["shape"]) != spec.array.shape:
+                raise CheckpointError(f"{path}: parameter {spec.label} has shape "
+                                      f"{tuple(saved['shape'])} in the file, {spec.array.shape} here")
+        values = ckpt.params if params is not False else None
+        if params and values is None:
+            raise CheckpointError(f"{path} holds no parameter values (save with params=True)")
+        try:
+            prepared = self._prepare_state(ckpt.state_dict())
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path} does not fit this optimizer: {exc}") from None
+        self._commit_state(*prepared)
+        if values is not None:
+            for spec, value in zip(self._specs, values):
+                np.copyto(spec.array, value, casting="same_kind")
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]

@@ -14,11 +14,26 @@ def test_info_reports_versions_cache_and_cuda(capsys):
 
 
 def test_demo_loss_goes_down(tmp_path, capsys):
-    assert cli.main(["demo", "--steps", "300", "--out", str(tmp_path)]) == 0
+    assert cli.main(["demo", "--steps", "300", "--schedule", "constant", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     losses = np.loadtxt(tmp_path / "loss.csv", delimiter=",", skiprows=1)[:, 1]
     assert losses[-30:].mean() < 0.5 * losses[:30].mean()
     assert "test accuracy" in out and "GB/s" in out
+
+
+def test_demo_resumes_from_its_checkpoint(tmp_path, capsys):
+    assert cli.main(["demo", "--steps", "40", "--out", str(tmp_path)]) == 0
+    first = (tmp_path / "checkpoint.ckpt").read_bytes()
+    assert cli.main(["demo", "--steps", "10", "--resume", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "resuming after step 40" in out and "after step 50" in out
+    assert len(np.loadtxt(tmp_path / "loss.csv", delimiter=",", skiprows=1)) == 50
+    assert (tmp_path / "checkpoint.ckpt").read_bytes() != first
+
+
+def test_demo_resume_without_checkpoint_fails_clearly(tmp_path, capsys):
+    assert cli.main(["demo", "--steps", "5", "--resume", "--out", str(tmp_path)]) == 1
+    assert "cannot resume" in capsys.readouterr().err
 
 
 def test_demo_gradients_match_finite_differences():

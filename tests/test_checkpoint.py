@@ -1,0 +1,244 @@
+"""Checkpoints: atomic, checksummed, pickle-free, bit-exact resume."""
+
+import copy
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import numba_adam
+from numba_adam import CheckpointError, schedules
+from cases import OPTION_SETS
+
+SHAPES = {"w": (6, 5), "b": (5,), "s": ()}
+
+
+def make(options=None, schedule=None, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    buf = numba_adam.ParamBuffer({k: rng.standard_normal(s) for k, s in SHAPES.items()}, dtype)
+    opt = numba_adam.Adam([{"params": [buf["w"], buf["s"]]}, {"params": [buf["b"]], "lr": 0.05}],
+                          lr=schedule if schedule is not None else 0.01, **(options or {}))
+    return buf, opt
+
+
+def train(buf, opt, steps, seed=1):
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        buf.grad[:] = rng.standard_normal(buf.size)
+        opt.step()
+
+
+def snapshot(buf, opt):
+    return buf.data.copy(), copy.deepcopy(opt.state_dict())
+
+
+def assert_same(buf, opt, snap):
+    data, sd = snap
+    np.testing.assert_array_equal(buf.data, data)
+    now = opt.state_dict()
+    assert now["param_groups"] == sd["param_groups"]
+    for k, entry in sd["state"].items():
+        for key, value in entry.items():
+            np.testing.assert_array_equal(now["state"][k][key], value)
+
+
+def test_round_trip_restores_state_params_and_schedule(tmp_path):
+    sched = schedules.cosine_decay(0.1, 20)
+    buf, opt = make(dict(amsgrad=True), sched)
+    train(buf, opt, 3)
+    opt.save(tmp_path / "a.ckpt", params=True)
+    expected = snapshot(buf, opt)
+    buf2, opt2 = make()
+    opt2.load(tmp_path / "a.ckpt")
+    assert_same(buf2, opt2, expected)
+    assert opt2.param_groups[0].schedule == sched
+    ckpt = numba_adam.load_checkpoint(tmp_path / "a.ckpt")
+    assert ckpt.optimizer == "Adam" and ckpt.dtype == np.float32
+    assert [g["updates"] for g in ckpt.groups] == [3, 3]
+    np.testing.assert_array_equal(ckpt.params[0], buf["w"])
+
+
+def test_load_without_params_leaves_values(tmp_path):
+    buf, opt = make()
+    train(buf, opt, 2)
+    opt.save(tmp_path / "a.ckpt")
+    buf2, opt2 = make(seed=9)
+    before = buf2.data.copy()
+    opt2.load(tmp_path / "a.ckpt")
+    np.testing.assert_array_equal(buf2.data, before)
+    with pytest.raises(CheckpointError, match="holds no parameter values"):
+        opt2.load(tmp_path / "a.ckpt", params=True)
+
+
+def test_plain_callable_lr_is_refused_at_save_time(tmp_path):
+    buf, opt = make(schedule=lambda step: 0.1)
+    with pytest.raises(CheckpointError, match=r"plain callable .* cannot be saved"):
+        opt.save(tmp_path / "a.ckpt")
+    assert not os.listdir(tmp_path)
+
+
+def corrupt(path, how):
+    data = bytearray(path.read_bytes())
+    if how == "truncate":
+        data = data[: len(data) // 2]
+    elif how == "flip":
+        data[len(data) // 2] ^= 0x01
+    elif how == "version":
+        struct.pack_into("<I", data, 16, 99)
+    elif how == "magic":
+        data[:4] = b"XXXX"
+    elif how == "empty":
+        data = b""
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how, pattern", [
+    ("truncate", "checksum mismatch"), ("flip", "checksum mismatch"),
+    ("version", "format version 99"), ("magic", "not a numba_adam checkpoint"),
+    ("empty", "truncated"),
+])
+def test_damaged_files_raise_and_change_nothing(tmp_path, how, pattern):
+    buf, opt = make(dict(amsgrad=True))
+    train(buf, opt, 2)
+    opt.save(tmp_path / "a.ckpt", params=True)
+    corrupt(tmp_path / "a.ckpt", how)
+    train(buf, opt, 1, seed=4)
+    snap = snapshot(buf, opt)
+    with pytest.raises(CheckpointError, match=pattern):
+        opt.load(tmp_path / "a.ckpt")
+    assert_same(buf, opt, snap)
+
+
+def test_missing_file_raises_checkpoint_error(tmp_path):
+    buf, opt = make()
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        opt.load(tmp_path / "nope.ckpt")
+
+
+@pytest.mark.parametrize("other, pattern", [
+    (lambda: numba_adam.Adam([np.zeros((6, 5), np.float32)]), "holds 2 parameter groups"),
+    (lambda: numba_adam.Adam([{"params": [np.zeros((6, 5), np.float32)]},
+                              {"params": [np.zeros(5, np.float32)]}]), "group 0 holds 2"),
+    (lambda: numba_adam.Adam([{"params": [np.zeros((5, 6), np.float32), np.zeros((), np.float32)]},
+                              {"params": [np.zeros(5, np.float32)]}]), r"has shape \(6, 5\) in the file"),
+    (lambda: numba_adam.Adam([{"params": {"w": np.zeros((6, 5), np.float32),
+                                          "t": np.zeros((), np.float32)}},
+                              {"params": {"b": np.zeros(5, np.float32)}}]), r"is 's' in the file but 't'"),
+])
+def test_checkpoint_of_another_model_is_refused(tmp_path, other, pattern):
+    buf, opt = make()
+    train(buf, opt, 2)
+    opt.save(tmp_path / "a.ckpt", params=True)
+    target = other()
+    target.step([np.ones(p.shape, np.float32) for g in target.param_groups for p in g["params"]])
+    sd = copy.deepcopy(target.state_dict())
+    with pytest.raises(CheckpointError, match=pattern):
+        target.load(tmp_path / "a.ckpt")
+    assert target.state_dict()["param_groups"] == sd["param_groups"]
+
+
+def test_pickle_payload_is_refused_and_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.ckpt"
+    path.write_bytes(pickle.dumps(Payload()))
+    buf, opt = make()
+    with pytest.raises(CheckpointError, match="not a numba_adam checkpoint"):
+        opt.load(path)
+    with pytest.raises(CheckpointError):
+        numba_adam.load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_a_killed_writer_leaves_the_previous_checkpoint_intact(tmp_path):
+    path = tmp_path / "big.ckpt"
+    buf = numba_adam.ParamBuffer({"w": np.zeros(8_000_000)})
+    opt = numba_adam.Adam(buf)
+    opt.save(path, params=True)
+    good = path.read_bytes()
+    writer = textwrap.dedent(f"""
+        import numpy as np, numba_adam, sys
+        buf = numba_adam.ParamBuffer({{"w": np.ones(8_000_000)}})
+        opt = numba_adam.Adam(buf)
+        print("ready", flush=True)
+        while True:
+            opt.save({str(path)!r}, params=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"ready"
+    killed_mid_write = False
+    deadline = time.time() + 30
+    while time.time() < deadline and not killed_mid_write:
+        if any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+            proc.send_signal(signal.SIGKILL)
+            killed_mid_write = True
+        time.sleep(0.001)
+    proc.wait()
+    assert killed_mid_write, "never caught the writer mid-save"
+    # The target is either the old or a complete new checkpoint, never a partial one.
+    numba_adam.load_checkpoint(path)
+    data = path.read_bytes()
+    assert data == good or len(data) == len(good)
+
+
+RESUME = textwrap.dedent("""
+    import sys, json, numpy as np
+    sys.path.insert(0, {tests!r})
+    import numba_adam
+    from test_checkpoint import make, train
+    from numba_adam import schedules
+    cases = json.loads({cases!r})
+    out = {{}}
+    for name, (options, use_schedule, k, n) in cases.items():
+        sched = schedules.warmup_cosine_decay(0.0, 0.1, 3, 20) if use_schedule else None
+        buf, opt = make(options, sched, seed=7)
+        opt.load({folder!r} + "/" + name + ".ckpt")
+        train(buf, opt, n - k, seed=100 + k)
+        out[name] = buf.data
+    np.savez({folder!r} + "/resumed.npz", **out)
+""")
+
+
+def test_save_load_in_a_fresh_process_resumes_bit_for_bit(tmp_path):
+    import json
+    cases, unbroken = {}, {}
+    for name, options in OPTION_SETS.items():
+        for use_schedule in (False, True):
+            key = f"{name}-{'sched' if use_schedule else 'const'}"
+            k, n = 3, 7
+            sched = schedules.warmup_cosine_decay(0.0, 0.1, 3, 20) if use_schedule else None
+            buf, opt = make(options, sched)
+            train(buf, opt, k, seed=1)
+            opt.save(tmp_path / f"{key}.ckpt", params=True)
+            train(buf, opt, n - k, seed=100 + k)
+            unbroken[key] = buf.data.copy()
+            cases[key] = (options, use_schedule, k, n)
+    script = RESUME.format(tests=os.path.dirname(__file__), cases=json.dumps(cases),
+                           folder=str(tmp_path))
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    resumed = np.load(tmp_path / "resumed.npz")
+    for key, data in unbroken.items():
+        np.testing.assert_array_equal(resumed[key], data, err_msg=key)
+
+
+def test_checkpoint_state_dict_loads_with_load_state_dict(tmp_path):
+    buf, opt = make(dict(amsgrad=True))
+    train(buf, opt, 2)
+    opt.save(tmp_path / "a.ckpt")
+    buf2, opt2 = make()
+    buf2.data[:] = buf.data
+    opt2.load_state_dict(numba_adam.load_checkpoint(tmp_path / "a.ckpt").state_dict())
+    train(buf, opt, 1, seed=3)
+    train(buf2, opt2, 1, seed=3)
+    np.testing.assert_array_equal(buf.data, buf2.data)
