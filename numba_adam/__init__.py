@@ -15,6 +15,7 @@ from . import schedules  # noqa: E402
 from .buffer import ParamBuffer  # noqa: E402
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint  # noqa: E402
 from .optim import Adam, AdamW, Optimizer, ParamGroup  # noqa: E402
+from .sparse import IndexedSlices  # noqa: E402
 
 __all__ = ["Adam", "AdamW", "Checkpoint", "CheckpointError", "Optimizer", "ParamBuffer",
-           "ParamGroup", "load_checkpoint", "schedules"]
+           "ParamGroup", "IndexedSlices", "load_checkpoint", "schedules"]

@@ -26,7 +26,8 @@ ONE_MINUS_BETA2 = 5
 STEP_SIZE = 6
 DENOM_SCALE = 7
 EPS = 8
-HYPER_COLUMNS = 9
+CLIP_VALUE = 9     # gradients are clamped to [-CLIP_VALUE, CLIP_VALUE] (inf: off)
+HYPER_COLUMNS = 10
 
 # Column layout of the tensor table (int64), one row per tensor.
 PARAM_ADDR = 0     # address of the tensor's first element
@@ -34,7 +35,8 @@ GRAD_ADDR = 1      # address of its gradient's first element
 STATE_OFFSET = 2   # offset of its m and v in the flat state buffers
 VMAX_OFFSET = 3    # offset of its AMSGrad max in the flat v_max buffer, or -1
 GROUP = 4          # row of the scalar table
-TENSOR_COLUMNS = 5
+SKIP = 5           # 1 when this step updates the tensor elsewhere (sparse rows)
+TENSOR_COLUMNS = 6
 
 # Column layout of the work-item table (int64): a range of one tensor.
 ITEM_TENSOR = 0

@@ -7,8 +7,9 @@ Python literal would promote float32 loops to float64.
 
 One parameterisation covers every supported rule:
 
-* gradient:  ``g = g * grad_sign + l2 * p``  (maximize negates first, then
-  torch's L2 weight decay is added, as in ``torch.optim.Adam``)
+* gradient:  ``g = clip(g, c) * grad_scale + l2 * p``: Keras' clipvalue clamp,
+  then one factor holding maximize's sign and any norm clipping, then torch's
+  L2 weight decay (as ``torch.optim.Adam`` adds it after negating)
 * moments:   ``m += (1 - b1) * (g - m)`` (torch's ``lerp``),
   ``v = b2 * v + (1 - b2) * g * g``
 * update:    ``p = p * decay - step_size * m / (sqrt(v_hat) * denom_scale + eps)``
@@ -23,9 +24,13 @@ One parameterisation covers every supported rule:
 import math
 
 
-def effective_grad(g, p, grad_sign, l2):
-    """Gradient after the maximize sign and L2 weight decay."""
-    return g * grad_sign + l2 * p
+def effective_grad(g, p, grad_scale, l2, limit):
+    """Gradient after value clipping, sign/norm scaling and L2 weight decay.
+
+    The clamp to [-limit, limit] lets NaN through (``limit`` is inf when off).
+    """
+    clipped = limit if g > limit else (-limit if g < -limit else g)
+    return clipped * grad_scale + l2 * p
 
 
 def first_moment(m, g, one_minus_beta1):

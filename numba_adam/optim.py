@@ -18,7 +18,9 @@ from .schedules import Schedule, from_config as schedules_from_config
 
 # Group keys torch writes into its state_dict that have no meaning here.
 _TORCH_ONLY_KEYS = frozenset({"foreach", "fused", "capturable", "differentiable", "initial_lr"})
-_BOOL_KEYS = ("amsgrad", "maximize", "decoupled_weight_decay", "epsilon_hat", "bias_correction")
+_BOOL_KEYS = ("amsgrad", "maximize", "decoupled_weight_decay", "epsilon_hat", "bias_correction",
+              "lazy_sparse")
+_CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
 
 
 def _check_real(name: str, value: Any, low: float, high: float | None = None,
@@ -53,8 +55,15 @@ def check_hyperparameter(key: str, value: Any) -> Any:
                      for i, b in enumerate(value))
     if key == "eps":
         return _check_real("eps", value, 0.0)
-    if key == "weight_decay":
-        return _check_real("weight_decay", value, 0.0)
+    if key in ("weight_decay", "decay"):
+        return _check_real(key, value, 0.0)
+    if key in _CLIP_KEYS:
+        if value is None:
+            return None
+        value = _check_real(key, value, 0.0)
+        if value <= 0:
+            raise ValueError(f"{key} must be > 0 (or None for no clipping), got {value!r}")
+        return value
     if key in _BOOL_KEYS:
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{key} must be True or False, got {value!r}")
@@ -234,6 +243,16 @@ class Optimizer:
         self._layout_stale = False
 
     _layout_stale = False
+    _global_clipnorm: float | None = None
+
+    @property
+    def global_clipnorm(self) -> float | None:
+        """Scale all gradients together so their joint L2 norm is at most this (None: off)."""
+        return self._global_clipnorm
+
+    @global_clipnorm.setter
+    def global_clipnorm(self, value: float | None) -> None:
+        self._global_clipnorm = check_hyperparameter("global_clipnorm", value)
 
     def _on_group_change(self, key: str) -> None:
         if key == "amsgrad":
@@ -253,6 +272,9 @@ class Optimizer:
         Args:
             grads: gradients aligned with the parameters (in group order), or a
                 dict name -> gradient; None reads the ParamBuffer grad views.
+                A gradient may be a ``numba_adam.IndexedSlices`` (rows of a
+                C-ordered tensor): dense-equivalent by default, only the given
+                rows with the group option ``lazy_sparse=True``.
             closure: called first (it may recompute the gradients).
 
         Raises:
@@ -276,8 +298,11 @@ class Optimizer:
             hyper[i] = group_scalars(
                 group.updates + 1, lr, beta1, beta2, group["eps"], group["weight_decay"],
                 group["maximize"], group["decoupled_weight_decay"],
-                group.get("epsilon_hat", False), group.get("bias_correction", True))
-        engine.launch()
+                group.get("epsilon_hat", False), group.get("bias_correction", True),
+                group.get("clipvalue"))
+        engine.set_grad_scales([group.get("clipnorm") for group in groups], self._global_clipnorm)
+        engine.launch([group.get("lazy_sparse", False) for group in groups]
+                      if engine.has_sparse_jobs else None)
         del keep_alive
         for group in groups:
             group.updates += 1

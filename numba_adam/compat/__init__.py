@@ -1,0 +1,1 @@
+"""Framework-flavoured front-ends (Keras, legacy Keras, MLX) over the same engine."""

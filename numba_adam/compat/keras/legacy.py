@@ -1,0 +1,166 @@
+"""Legacy Keras (Keras 2 / TF 1.x ``keras.optimizers.Adam``) on the numba_adam engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ...optim import Adam as _EngineAdam, check_hyperparameter
+from ...schedules import inverse_time_decay
+
+__all__ = ["Adam"]
+
+_EPSILON = 1e-7   # keras.backend.epsilon()
+
+
+class Adam:
+    r"""Keras 2's Adam: per-update learning-rate ``decay`` and epsilon hat.
+
+    Keras 2's ``get_updates``, with ``iterations`` counting completed updates::
+
+        lr_t = lr / (1 + decay * iterations)
+        t = iterations + 1
+        lr_t = lr_t * sqrt(1 - beta_2**t) / (1 - beta_1**t)
+        m = beta_1 * m + (1 - beta_1) * g
+        v = beta_2 * v + (1 - beta_2) * g**2
+        vhat = max(vhat, v)                          (if amsgrad)
+        p = p - lr_t * m / (sqrt(v or vhat) + epsilon)
+
+    ``epsilon=None`` means ``keras.backend.epsilon()`` (1e-7). ``clipnorm``
+    clips by the *global* norm of all gradients and ``clipvalue`` clamps each
+    element, as Keras 2's ``get_gradients`` did.
+
+    ``get_updates`` and ``get_gradients`` built symbolic graph operations on a
+    loss tensor; a NumPy model has no graph to differentiate, so they raise
+    ``NotImplementedError``: compute gradients with your backward pass and
+    call ``apply_gradients``.
+
+    Example:
+        >>> import numpy as np
+        >>> from numba_adam.compat.keras import legacy
+        >>> w = np.ones(3)
+        >>> opt = legacy.Adam(lr=0.1, decay=0.5)
+        >>> opt.apply_gradients([(np.ones(3), w)])
+        >>> [len(x) if x.ndim else int(x) for x in opt.get_weights()]   # iterations, m, v, vhat
+        [1, 3, 3, 1]
+    """
+
+    def __init__(self, lr: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float | None = None, decay: float = 0.0, amsgrad: bool = False,
+                 **kwargs: Any) -> None:
+        allowed = {"clipnorm", "clipvalue"}
+        for key in kwargs:
+            if key not in allowed:
+                raise TypeError(f"Unexpected keyword argument passed to optimizer: {key}")
+        self.clipnorm = check_hyperparameter("clipnorm", kwargs.get("clipnorm"))
+        self.clipvalue = check_hyperparameter("clipvalue", kwargs.get("clipvalue"))
+        self.beta_1, self.beta_2 = check_hyperparameter("betas", (beta_1, beta_2))
+        self.epsilon = _EPSILON if epsilon is None else check_hyperparameter("eps", epsilon)
+        self.decay = self.initial_decay = check_hyperparameter("decay", decay)
+        self.amsgrad = check_hyperparameter("amsgrad", amsgrad)
+        self._lr = check_hyperparameter("lr", lr)
+        self._engine_opt: _EngineAdam | None = None
+        self._variables: list[np.ndarray] = []
+
+    @property
+    def lr(self) -> float:
+        """The base learning rate (before ``decay``)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = check_hyperparameter("lr", value)
+        if self._engine_opt is not None:
+            self._engine_opt.param_groups[0]["lr"] = self._schedule()
+
+    def _schedule(self):
+        return (inverse_time_decay(self._lr, 1, self.decay) if self.decay > 0 else self._lr)
+
+    @property
+    def iterations(self) -> int:
+        return self._engine_opt.param_groups[0].updates if self._engine_opt else 0
+
+    def apply_gradients(self, grads_and_vars: Iterable[tuple[Any, np.ndarray]]) -> None:
+        """Apply ``(gradient, variable)`` pairs (variables are updated in place)."""
+        pairs = list(grads_and_vars)
+        if not pairs:
+            raise ValueError("apply_gradients got no (gradient, variable) pairs")
+        grads, variables = (list(x) for x in zip(*pairs))
+        if self._engine_opt is None:
+            opt = _EngineAdam([{"params": variables, "epsilon_hat": True,
+                                "clipvalue": self.clipvalue}],
+                              lr=self._schedule(), betas=(self.beta_1, self.beta_2),
+                              eps=self.epsilon, amsgrad=self.amsgrad)
+            opt.global_clipnorm = self.clipnorm
+            self._engine_opt, self._variables = opt, variables
+        elif len(variables) != len(self._variables) or any(
+                a is not b for a, b in zip(variables, self._variables)):
+            raise ValueError(f"this optimizer holds weights for {len(self._variables)} "
+                             f"variables; apply_gradients must get the same variables")
+        self._engine_opt.step(grads)
+
+    def get_updates(self, loss: Any, params: Sequence[Any]) -> None:
+        """Graph-mode only in Keras 2; see the class docstring."""
+        raise NotImplementedError(
+            "get_updates builds symbolic update ops from a loss tensor (Keras 2 graph mode); "
+            "NumPy models have no graph: compute gradients and call apply_gradients")
+
+    def get_gradients(self, loss: Any, params: Sequence[Any]) -> None:
+        """Graph-mode only in Keras 2; see the class docstring."""
+        raise NotImplementedError(
+            "get_gradients differentiates a symbolic loss tensor (Keras 2 graph mode); "
+            "NumPy models compute their gradients in their own backward pass")
+
+    # -- weights, in Keras 2's order: [iterations] + ms + vs + vhats --------
+    def get_weights(self) -> list[np.ndarray]:
+        """``[iterations] + ms + vs + vhats`` (vhats are 1-element zeros without amsgrad,
+        as in Keras 2); copies."""
+        if self._engine_opt is None:
+            return []
+        states = [self._engine_opt._engine.tensor_state(i) for i in range(len(self._variables))]
+        vhats = ([vm.copy() for _, _, vm in states] if self.amsgrad
+                 else [np.zeros(1, self._engine_opt._dtype) for _ in states])
+        return ([np.array(self.iterations, dtype=np.int64)] + [m.copy() for m, _, _ in states]
+                + [v.copy() for _, v, _ in states] + vhats)
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Set ``[iterations] + ms + vs + vhats``; ValueError (nothing changed) on a mismatch."""
+        current = self.get_weights()
+        weights = [np.asarray(w) for w in weights]
+        if len(weights) != len(current):
+            raise ValueError(f"Length of the specified weight list ({len(weights)}) does not "
+                             f"match the number of weights of the optimizer ({len(current)})")
+        for i, (new, old) in enumerate(zip(weights, current)):
+            if new.shape != old.shape:
+                raise ValueError(f"Optimizer weight shape {old.shape} not compatible with "
+                                 f"provided weight shape {new.shape} (weight {i})")
+        iterations = int(weights[0])
+        if iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {iterations}")
+        n = len(self._variables)
+        engine = self._engine_opt._engine
+        for i in range(n):
+            m, v, v_max = engine.tensor_state(i)
+            m[...] = weights[1 + i]
+            v[...] = weights[1 + n + i]
+            if v_max is not None:
+                v_max[...] = weights[1 + 2 * n + i]
+        group = self._engine_opt.param_groups[0]
+        group.updates = iterations
+        if group.schedule is not None:
+            group.show_scheduled_lr()
+
+    def get_config(self) -> dict[str, Any]:
+        config = dict(lr=self._lr, beta_1=self.beta_1, beta_2=self.beta_2, decay=self.decay,
+                      epsilon=self.epsilon, amsgrad=self.amsgrad)
+        if self.clipnorm is not None:
+            config["clipnorm"] = self.clipnorm
+        if self.clipvalue is not None:
+            config["clipvalue"] = self.clipvalue
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Adam":
+        return cls(**config)
