@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     from .demo import add_arguments as demo_arguments
     demo_arguments(sub.add_parser("demo", help="train a NumPy MLP with numba_adam (the main job)"))
+    from .bench import add_arguments as bench_arguments
+    bench_arguments(sub.add_parser("bench", help="time numba_adam against NumPy, PyTorch and "
+                                                 "the memory-bandwidth roofline"))
     sub.add_parser("info", help="versions, threading layer, threads, kernel cache, CUDA")
     return parser
 
@@ -80,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         from .demo import run
+        return run(args)
+    if args.command == "bench":
+        from .bench import run
         return run(args)
     return info(args)
 

@@ -1,0 +1,42 @@
+"""The many-tensors model (ParamBuffer and plain arrays) and the small-model latency case."""
+
+import numpy as np
+
+import numba_adam
+from numba_adam.bench import even_shapes, transformer_shapes
+
+
+class ManyTensors:
+    params = (["paramBuffer", "plain arrays"],)
+    param_names = ["storage"]
+
+    def setup(self, storage):
+        rng = np.random.default_rng(0)
+        shapes = transformer_shapes()
+        arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        self.grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        if storage == "paramBuffer":
+            buf = numba_adam.ParamBuffer({str(i): a for i, a in enumerate(arrays)})
+            buf.grad[:] = rng.standard_normal(buf.size)
+            self.opt = numba_adam.Adam(buf)
+            self.step = self.opt.step
+        else:
+            self.opt = numba_adam.Adam(arrays)
+            self.step = lambda: self.opt.step(self.grads)
+        self.step()
+
+    def time_step(self, storage):
+        self.step()
+
+
+class Latency:
+    """10 tensors, 10k parameters: the facade's per-step Python cost."""
+
+    def setup(self):
+        buf = numba_adam.ParamBuffer({str(i): np.zeros(s) for i, s in
+                                      enumerate(even_shapes(10_000, 10))})
+        self.opt = numba_adam.Adam(buf)
+        self.opt.step()
+
+    def time_step(self):
+        self.opt.step()

@@ -1,0 +1,28 @@
+"""Shared set-up for the asv benchmarks: seeded data, warm optimizers."""
+
+import numpy as np
+
+import numba_adam
+
+
+def warm_optimizer(size, dtype="float32", option="adam", tensors=1):
+    """A ParamBuffer of ``size`` elements in ``tensors`` tensors with a warmed-up optimizer."""
+    rng = np.random.default_rng(0)
+    base = size // tensors
+    buf = numba_adam.ParamBuffer(
+        {str(i): rng.standard_normal(base + (i < size % tensors)) for i in range(tensors)}, dtype)
+    buf.grad[:] = rng.standard_normal(buf.size)
+    kwargs = {
+        "adam": {}, "amsgrad": {"amsgrad": True}, "l2": {"weight_decay": 0.01},
+        "adamw": {"weight_decay": 0.01, "decoupled_weight_decay": True},
+        "clipnorm": {},
+    }[option]
+    opt = numba_adam.Adam(buf, lr=1e-3, **kwargs)
+    if option == "clipnorm":
+        opt.global_clipnorm = 1.0
+    opt.step()   # compile (or load from the cache) outside the timings
+    return buf, opt
+
+
+def bytes_per_param(dtype, option):
+    return (9 if option == "amsgrad" else 7) * np.dtype(dtype).itemsize
