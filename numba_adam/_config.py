@@ -12,8 +12,10 @@ PARALLEL_MIN_ELEMENTS = 1 << 15
 # share big tensors and one item's loop stays long enough to vectorise.
 WORK_ITEM_ELEMENTS = 1 << 15
 
-# Threads per block for the CUDA kernels.
+# Threads per block for the CUDA kernels, and the most blocks a launch uses
+# (blocks loop over work items, so any count covers everything).
 CUDA_BLOCK_SIZE = 256
+CUDA_MAX_BLOCKS = 4096
 
 # Column layout of the per-group scalar table ("hyper"), one row per group,
 # filled by the engine before each launch in the buffer's dtype.

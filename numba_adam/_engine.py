@@ -20,7 +20,7 @@ from ._config import (
     GRAD_ADDR, GRAD_SIGN, GROUP, HYPER_COLUMNS, ITEM_COLUMNS, PARALLEL_MIN_ELEMENTS, PARAM_ADDR,
     SKIP, STATE_OFFSET, TENSOR_COLUMNS, VMAX_OFFSET, WORK_ITEM_ELEMENTS,
 )
-from .buffer import ParamBuffer
+from .buffer import ParamBuffer, address_of, is_cuda_array
 from .sparse import IndexedSlices
 
 
@@ -64,6 +64,24 @@ def group_scalars(step: int, lr: float, beta1: float, beta2: float, eps: float,
     )
 
 
+def state_layout(specs: list[TensorSpec], amsgrad_by_group: list[bool]):
+    """Element counts, m/v offsets, v_max offsets (-1: none) and v_max size, in spec order."""
+    numels = np.array([int(np.prod(s.array.shape, dtype=np.int64)) for s in specs], dtype=np.int64)
+    state_offsets = np.concatenate(([0], np.cumsum(numels)))[:-1].astype(np.int64)
+    uses_vmax = np.array([amsgrad_by_group[s.group] for s in specs], dtype=bool)
+    vmax_sizes = np.where(uses_vmax, numels, 0)
+    vmax_offsets = np.concatenate(([0], np.cumsum(vmax_sizes)))[:-1].astype(np.int64)
+    return numels, state_offsets, np.where(uses_vmax, vmax_offsets, -1), int(vmax_sizes.sum())
+
+
+def split_items(numels) -> np.ndarray:
+    """Work items (tensor, begin, length) of at most WORK_ITEM_ELEMENTS elements."""
+    items = [(t, begin, min(WORK_ITEM_ELEMENTS, int(numel) - begin))
+             for t, numel in enumerate(numels)
+             for begin in range(0, int(numel), WORK_ITEM_ELEMENTS)]
+    return np.array(items, dtype=np.int64).reshape(len(items), ITEM_COLUMNS)
+
+
 def _memory_order(array: np.ndarray) -> str:
     """'C' or 'F': the order in which the flat state follows the array's memory."""
     return "C" if array.flags.c_contiguous else "F"
@@ -76,18 +94,14 @@ class Engine:
         self.specs = list(specs)
         self.dtype = np.dtype(dtype)
         n = len(specs)
-        numels = np.array([s.array.size for s in specs], dtype=np.int64)
+        numels, self.state_offsets, self.vmax_offsets, vmax_size = state_layout(
+            specs, amsgrad_by_group)
         self.numels = numels
-        self.state_offsets = np.concatenate(([0], np.cumsum(numels)))[:-1].astype(np.int64)
-        uses_vmax = np.array([amsgrad_by_group[s.group] for s in specs], dtype=bool)
-        vmax_sizes = np.where(uses_vmax, numels, 0)
-        vmax_offsets = np.concatenate(([0], np.cumsum(vmax_sizes)))[:-1].astype(np.int64)
-        self.vmax_offsets = np.where(uses_vmax, vmax_offsets, -1)
         self.size = int(numels.sum())
 
         self.m = np.zeros(self.size, dtype=self.dtype)
         self.v = np.zeros(self.size, dtype=self.dtype)
-        self.v_max = np.zeros(int(vmax_sizes.sum()), dtype=self.dtype)
+        self.v_max = np.zeros(vmax_size, dtype=self.dtype)
         self.hyper = np.zeros((len(amsgrad_by_group), HYPER_COLUMNS), dtype=self.dtype)
 
         self.tensors = np.zeros((n, TENSOR_COLUMNS), dtype=np.int64)
@@ -113,11 +127,8 @@ class Engine:
         self._staging_views: dict[int, np.ndarray] = {}
         self.orders = [_memory_order(s.array) for s in specs]
 
-        items = [(t, begin, min(WORK_ITEM_ELEMENTS, int(numel) - begin))
-                 for t, numel in enumerate(numels)
-                 for begin in range(0, int(numel), WORK_ITEM_ELEMENTS)]
-        self.items = np.array(items, dtype=np.int64).reshape(len(items), ITEM_COLUMNS)
-        self._item_sums = np.zeros(len(items), dtype=np.float64)
+        self.items = split_items(numels)
+        self._item_sums = np.zeros(len(self.items), dtype=np.float64)
         self._kernel = (_cpu.adam_step_parallel if self.size >= PARALLEL_MIN_ELEMENTS
                         else _cpu.adam_step_serial)
 
@@ -302,12 +313,24 @@ class Engine:
                  if vmax_start >= 0 else None)
         return m, v, v_max
 
-    def copy_state_from(self, other: "Engine", mapping: dict[int, int]) -> None:
+    def read_state(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Host copies of tensor ``i``'s m, v and v_max (None without AMSGrad)."""
+        return tuple(None if x is None else x.copy() for x in self.tensor_state(i))
+
+    def write_state(self, i: int, values: tuple) -> None:
+        """Set tensor ``i``'s m, v, v_max from host arrays (None: zeros; ignored without AMSGrad)."""
+        for target, value in zip(self.tensor_state(i), values):
+            if target is not None:
+                target[...] = 0 if value is None else value
+
+    def flat_state(self) -> dict[str, np.ndarray]:
+        """The flat state buffers on the host, for checkpoints."""
+        return {"exp_avg": self.m, "exp_avg_sq": self.v, "max_exp_avg_sq": self.v_max}
+
+    def copy_state_from(self, other, mapping: dict[int, int]) -> None:
         """Copy tensor state from ``other`` (its index -> ours) after a re-layout."""
         for theirs, ours in mapping.items():
-            for dst, src in zip(self.tensor_state(ours), other.tensor_state(theirs)):
-                if dst is not None and src is not None:
-                    dst[...] = src
+            self.write_state(ours, other.read_state(theirs))
 
 
 def single_tensor_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *,
@@ -329,3 +352,256 @@ def single_tensor_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndar
     _cpu.adam_step_serial(items.reshape(-1, ITEM_COLUMNS), tensors, hyper,
                           np.ones(1, p.dtype), m.reshape(-1), v.reshape(-1),
                           np.zeros(0, p.dtype))
+
+
+class CudaEngine:
+    """Flat device state and launch tables for CUDA tensors: one launch per storage.
+
+    A storage is a ``ParamBuffer(device="cuda")``'s flat data (all its tensors
+    in one launch) or one plain CUDA array.  Kernels run on the default
+    stream; numba synchronises on a stream exported through
+    ``__cuda_array_interface__`` (v3) when it imports an array, and
+    PyTorch's tensors (v2, no stream) are ordered by the default stream.
+    """
+
+    def __init__(self, specs: list[TensorSpec], amsgrad_by_group: list[bool], dtype: np.dtype):
+        from numba import cuda
+
+        from . import _cuda
+        self._cuda, self._k = cuda, _cuda
+        self.specs = list(specs)
+        self.dtype = np.dtype(dtype)
+        self.numels, self.state_offsets, self.vmax_offsets, vmax_size = state_layout(
+            specs, amsgrad_by_group)
+        self.size = int(self.numels.sum())
+        self.orders = ["C"] * len(specs)
+        self.n_groups = len(amsgrad_by_group)
+        # storages: flat parameter array, its owner (or None), tensor indices
+        self.storages: list[dict] = []
+        by_key: dict[int, int] = {}
+        offsets = np.zeros(len(specs), dtype=np.int64)
+        for i, spec in enumerate(specs):
+            key = id(spec.owner) if spec.owner is not None else -1 - i
+            if key not in by_key:
+                by_key[key] = len(self.storages)
+                flat = (spec.owner.data if spec.owner is not None
+                        else spec.array.reshape(int(self.numels[i])))
+                self.storages.append(dict(p=flat, g=None, owner=spec.owner, tensors=[]))
+            storage = self.storages[by_key[key]]
+            storage["tensors"].append(i)
+            if spec.owner is not None:
+                offsets[i] = (address_of(spec.array) - address_of(spec.owner.data)) \
+                    // self.dtype.itemsize
+        order = [i for s in self.storages for i in s["tensors"]]
+        items = split_items(self.numels)
+        items = items[np.argsort(np.array([order.index(t) for t in items[:, 0]]), kind="stable")] \
+            if len(items) else items
+        for s in self.storages:
+            mine = np.isin(items[:, 0], s["tensors"])
+            where = np.flatnonzero(mine)
+            s["items"] = (int(where[0]), int(where[-1]) + 1) if where.size else (0, 0)
+        self.items = items
+        tensors = np.zeros((len(specs), TENSOR_COLUMNS), dtype=np.int64)
+        tensors[:, PARAM_ADDR] = offsets
+        tensors[:, STATE_OFFSET] = self.state_offsets
+        tensors[:, VMAX_OFFSET] = self.vmax_offsets
+        tensors[:, GROUP] = [s.group for s in specs]
+        self.tensors = tensors
+        self.d_tensors = cuda.to_device(tensors)
+        self.d_items = cuda.to_device(items if len(items) else np.zeros((1, ITEM_COLUMNS), np.int64))
+        self.m = _cuda.zeros(self.size, self.dtype)
+        self.v = _cuda.zeros(self.size, self.dtype)
+        self.v_max = _cuda.zeros(max(vmax_size, 1), self.dtype)
+        self.hyper = np.zeros((self.n_groups, HYPER_COLUMNS), dtype=self.dtype)
+        self.d_hyper = cuda.to_device(self.hyper)
+        self.grad_scales = _cuda.zeros(len(specs), self.dtype)
+        self.grad_scales[:] = 1
+        self._scaled = False
+        self._item_sums = _cuda.zeros(max(len(items), 1), np.float64)
+        self._tensor_sums = _cuda.zeros(len(specs), np.float64)
+        self._sparse_jobs: list = []
+        self._skipping = False
+        self.plain = [s.label for s in specs if s.owner is None]
+
+    # -- gradients --------------------------------------------------------
+    def use_buffer_grads(self) -> None:
+        if self.plain:
+            shown = ", ".join(self.plain[:5]) + (", ..." if len(self.plain) > 5 else "")
+            raise TypeError(f"step() without grads reads gradients from ParamBuffer grad views, "
+                            f"but {len(self.plain)} parameter(s) ({shown}) are plain CUDA "
+                            f"arrays: pass their gradients with step(grads=[...])")
+        for s in self.storages:
+            s["g"] = s["owner"].grad
+        self._set_sparse([])
+
+    def use_grads(self, grads: list) -> list:
+        specs = self.specs
+        if len(grads) != len(specs):
+            raise ValueError(f"expected {len(specs)} gradients (one per parameter, in "
+                             f"parameter-group order), got {len(grads)}")
+        arrays, sparse = [], []
+        for i, (g, spec) in enumerate(zip(grads, specs)):
+            if isinstance(g, IndexedSlices):
+                if g.dense_shape != spec.array.shape:
+                    raise ValueError(f"sparse gradient for {spec.label} has dense_shape "
+                                     f"{g.dense_shape}, expected {spec.array.shape}")
+                values = g.values.copy_to_host() if is_cuda_array(g.values) else g.values
+                if np.dtype(values.dtype) != self.dtype:
+                    raise TypeError(f"sparse gradient for {spec.label} has dtype "
+                                    f"{values.dtype}, expected {self.dtype}")
+                sparse.append(i)
+                arrays.append(IndexedSlices(values, g.indices, g.dense_shape))
+                continue
+            if g is None:
+                raise TypeError(f"gradient for {spec.label} is None; every parameter is "
+                                f"updated each step, pass zeros to leave moments decaying")
+            if not is_cuda_array(g):
+                raise TypeError(f"gradient for {spec.label} must be a CUDA array like its "
+                                f"parameter, got {type(g).__name__}")
+            g = as_device_array(g)
+            if g.shape != spec.array.shape:
+                raise ValueError(f"gradient for {spec.label} has shape {g.shape}, "
+                                 f"expected {spec.array.shape}")
+            if np.dtype(g.dtype) != self.dtype:
+                raise TypeError(f"gradient for {spec.label} has dtype {g.dtype}, "
+                                f"expected {self.dtype}")
+            if not g.is_c_contiguous():
+                raise ValueError(f"gradient for {spec.label} must be C-contiguous")
+            arrays.append(g)
+        # checked: now point storages at the gradients
+        for s in self.storages:
+            if s["owner"] is not None:
+                s["g"] = s["owner"].grad
+                for i in s["tensors"]:
+                    if i not in sparse:
+                        view = self._grad_view(s, i)
+                        if address_of(view) != address_of(arrays[i]):
+                            view.copy_to_device(arrays[i])
+            else:
+                i = s["tensors"][0]
+                s["g"] = s["p"] if i in sparse else arrays[i].reshape(int(self.numels[i]))
+        self._set_sparse([(i, *arrays[i].merged()) for i in sparse])
+        return arrays
+
+    def _grad_view(self, storage: dict, i: int):
+        start, n = int(self.tensors[i, PARAM_ADDR]), int(self.numels[i])
+        return storage["owner"].grad[start:start + n].reshape(self.specs[i].array.shape)
+
+    def _set_sparse(self, jobs: list) -> None:
+        if jobs or self._skipping:
+            self.tensors[:, SKIP] = 0
+            for i, _, _ in jobs:
+                self.tensors[i, SKIP] = 1
+            self.d_tensors.copy_to_device(self.tensors)
+            self._skipping = bool(jobs)
+        self._sparse_jobs = jobs
+
+    @property
+    def has_sparse_jobs(self) -> bool:
+        return bool(self._sparse_jobs)
+
+    # -- clipping and launch ------------------------------------------------
+    def set_grad_scales(self, clipnorm_by_group: list, global_clipnorm: float | None) -> None:
+        """Norm-clipping factors computed on the device, in a fixed order."""
+        k = self._k
+        if global_clipnorm is None and not any(c is not None for c in clipnorm_by_group):
+            if self._scaled:
+                self.grad_scales[:] = 1
+                self._scaled = False
+            return
+        for s in self.storages:
+            first, last = s["items"]
+            if last > first:
+                blocks, threads = k.launch_config(last - first)
+                k.grad_sum_squares[blocks, threads](s["g"], self.d_items, first, last,
+                                                    self.d_tensors, self._item_sums)
+        extra = np.zeros(len(self.specs))
+        for i, _, values in self._sparse_jobs:
+            extra[i] = float(np.sum(np.square(values, dtype=np.float64)))
+        clipnorms = np.array([-1.0 if c is None else c for c in clipnorm_by_group])
+        items = self.d_items if len(self.items) else self._cuda.to_device(
+            np.zeros((0, ITEM_COLUMNS), np.int64))
+        k.clip_scales[1, 1](self._item_sums, items, self.d_tensors, self._cuda.to_device(extra),
+                            self._cuda.to_device(clipnorms),
+                            -1.0 if global_clipnorm is None else float(global_clipnorm),
+                            self._tensor_sums, self.grad_scales)
+        self._scaled = True
+
+    def launch(self, lazy_by_group: list[bool] | None = None) -> None:
+        """One kernel launch per storage, plus one per sparse gradient."""
+        k = self._k
+        self.d_hyper.copy_to_device(self.hyper)
+        for s in self.storages:
+            first, last = s["items"]
+            if last > first:
+                blocks, threads = k.launch_config(last - first)
+                k.adam_step[blocks, threads](s["p"], s["g"], self.d_items, first, last,
+                                             self.d_tensors, self.d_hyper, self.grad_scales,
+                                             self.m, self.v, self.v_max)
+        for i, rows, values in self._sparse_jobs:
+            self._launch_sparse(i, rows, values, lazy_by_group)
+        self._sparse_jobs = []
+
+    def _launch_sparse(self, i, rows, values, lazy_by_group) -> None:
+        k, cuda = self._k, self._cuda
+        spec = self.specs[i]
+        storage = next(s for s in self.storages if i in s["tensors"])
+        n_rows = spec.array.shape[0]
+        cols = int(self.numels[i]) // n_rows if n_rows else 0
+        group = int(self.tensors[i, GROUP])
+        row = self.d_hyper[group]
+        scale = self.dtype.type(self.hyper[group][GRAD_SIGN])
+        if self._scaled:
+            scale = scale * self.dtype.type(self.grad_scales[i:i + 1].copy_to_host()[0])
+        d_values = cuda.to_device(np.ascontiguousarray(values.reshape(len(rows), cols)))
+        base, state = int(self.tensors[i, PARAM_ADDR]), int(self.state_offsets[i])
+        vmax_base = int(self.vmax_offsets[i])
+        if lazy_by_group is not None and lazy_by_group[group]:
+            blocks, threads = k.launch_config(max(1, len(rows) * cols // WORK_ITEM_ELEMENTS + 1))
+            k.adam_rows_lazy[blocks, threads](storage["p"], base, self.m, self.v, state,
+                                              self.v_max, vmax_base, cols, cuda.to_device(rows),
+                                              d_values, row, scale)
+        else:
+            slot = np.full(n_rows, -1, dtype=np.int64)
+            slot[rows] = np.arange(len(rows))
+            blocks, threads = k.launch_config(max(1, n_rows * cols // WORK_ITEM_ELEMENTS + 1))
+            k.adam_rows_dense[blocks, threads](storage["p"], base, self.m, self.v, state,
+                                               self.v_max, vmax_base, cols, n_rows,
+                                               cuda.to_device(slot), d_values,
+                                               self.dtype.type(0), row, scale)
+
+    # -- state access -----------------------------------------------------
+    def tensor_state(self, i: int):
+        """Device views of tensor ``i``'s m, v and v_max (None without AMSGrad)."""
+        shape, start, n = self.specs[i].array.shape, int(self.state_offsets[i]), int(self.numels[i])
+        vmax_start = int(self.vmax_offsets[i])
+        return (self.m[start:start + n].reshape(shape), self.v[start:start + n].reshape(shape),
+                self.v_max[vmax_start:vmax_start + n].reshape(shape) if vmax_start >= 0 else None)
+
+    def read_state(self, i: int):
+        return tuple(None if x is None else x.copy_to_host() for x in self.tensor_state(i))
+
+    def write_state(self, i: int, values: tuple) -> None:
+        for target, value in zip(self.tensor_state(i), values):
+            if target is not None:
+                host = np.zeros(target.shape, self.dtype) if value is None else \
+                    np.ascontiguousarray(value, dtype=self.dtype)
+                target.copy_to_device(host)
+
+    def flat_state(self) -> dict[str, np.ndarray]:
+        vmax = self.v_max.copy_to_host() if self.vmax_offsets.max(initial=-1) >= 0 else \
+            np.zeros(0, self.dtype)
+        return {"exp_avg": self.m.copy_to_host(), "exp_avg_sq": self.v.copy_to_host(),
+                "max_exp_avg_sq": vmax}
+
+    def copy_state_from(self, other, mapping: dict[int, int]) -> None:
+        for theirs, ours in mapping.items():
+            self.write_state(ours, other.read_state(theirs))
+
+
+def as_device_array(array):
+    """A numba device array viewing a CUDA array (CuPy, PyTorch, numba), zero-copy."""
+    if hasattr(array, "copy_to_host") and hasattr(array, "is_c_contiguous"):
+        return array
+    from numba import cuda
+    return cuda.as_cuda_array(array)

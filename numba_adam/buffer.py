@@ -12,7 +12,29 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # id(flat data array) -> ParamBuffer owning it, so optimizers recognise views.
 _OWNERS: "weakref.WeakValueDictionary[int, ParamBuffer]" = weakref.WeakValueDictionary()
+# ParamBuffers on the GPU, found by address range.
+_DEVICE_OWNERS: "weakref.WeakSet[ParamBuffer]" = weakref.WeakSet()
 
+
+def is_cuda_array(array: Any) -> bool:
+    """True for CUDA arrays (``__cuda_array_interface__``, or the CUDA simulator's),
+    without importing numba.cuda."""
+    if isinstance(array, np.ndarray):
+        return False
+    module = type(array).__module__
+    return hasattr(array, "__cuda_array_interface__") or (
+        module.startswith(("numba.cuda.simulator", "numba_cuda.numba.cuda.simulator"))
+        and hasattr(array, "copy_to_host"))
+
+
+def address_of(array: Any) -> int:
+    """Address of an array's first element: host, CUDA array interface, or the simulator."""
+    if isinstance(array, np.ndarray):
+        return array.ctypes.data
+    try:
+        return array.__cuda_array_interface__["data"][0]
+    except AttributeError:
+        return array._ary.ctypes.data      # CUDA simulator: a wrapped host array
 
 def check_float_dtype(dtype: Any, what: str) -> np.dtype:
     """Return ``dtype`` as a NumPy dtype if it is float32 or float64, else raise TypeError."""
@@ -39,6 +61,8 @@ class ParamBuffer:
             pairs.  Any shape (0-d included) and any memory layout; values are
             cast to ``dtype``.
         dtype: float32 (default) or float64.
+        device: "cpu" (default) or "cuda": ``data``, ``grad`` and the views
+            are then numba-cuda device arrays, updated by the CUDA kernels.
 
     Raises:
         TypeError: a name is not a string, a value is not numeric, or
@@ -55,8 +79,11 @@ class ParamBuffer:
     """
 
     def __init__(self, params: Mapping[str, Any] | Iterable[tuple[str, Any]],
-                 dtype: Any = np.float32) -> None:
+                 dtype: Any = np.float32, device: str = "cpu") -> None:
         dt = check_float_dtype(dtype, "ParamBuffer dtype")
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"ParamBuffer device must be 'cpu' or 'cuda', got {device!r}")
+        self.device = device
         pairs = list(params.items() if isinstance(params, Mapping) else params)
         if not pairs:
             raise ValueError("ParamBuffer needs at least one parameter, got none")
@@ -69,7 +96,8 @@ class ParamBuffer:
                 raise TypeError(f"parameter names must be strings, got {name!r}")
             if name in arrays:
                 raise ValueError(f"parameter name {name!r} appears twice")
-            array = np.asarray(value)
+            array = value.copy_to_host() if is_cuda_array(value) and hasattr(
+                value, "copy_to_host") else np.asarray(value)
             if not (np.issubdtype(array.dtype, np.floating)
                     or np.issubdtype(array.dtype, np.integer)
                     or array.dtype == np.bool_):
@@ -82,19 +110,27 @@ class ParamBuffer:
         sizes = [int(arrays[name].size) for name in self._names]
         self._offsets = dict(zip(self._names, np.concatenate(([0], np.cumsum(sizes)))[:-1].tolist()))
         total = int(sum(sizes))
-        self.data = np.empty(total, dtype=dt)
-        self.grad = np.zeros(total, dtype=dt)
+        host = np.empty(total, dtype=dt)
+        for name, size in zip(self._names, sizes):
+            start = self._offsets[name]
+            host[start:start + size].reshape(self._shapes[name])[...] = arrays[name]
+        if device == "cuda":
+            from numba import cuda
+            self.data = cuda.to_device(host)
+            self.grad = cuda.to_device(np.zeros(total, dtype=dt))
+        else:
+            self.data, self.grad = host, np.zeros(total, dtype=dt)
         self._views = {}
         self._grad_views = {}
         for name, size in zip(self._names, sizes):
             start = self._offsets[name]
-            view = self.data[start:start + size].reshape(self._shapes[name])
-            view[...] = arrays[name]
-            self._views[name] = view
+            self._views[name] = self.data[start:start + size].reshape(self._shapes[name])
             self._grad_views[name] = self.grad[start:start + size].reshape(self._shapes[name])
-        self._name_by_view = {(v.ctypes.data, v.shape, v.strides): name
-                              for name, v in self._views.items()}
-        _OWNERS[id(self.data)] = self
+        self._name_by_view = {(address_of(v), v.shape): name for name, v in self._views.items()}
+        if device == "cuda":
+            _DEVICE_OWNERS.add(self)
+        else:
+            _OWNERS[id(self.data)] = self
 
     # Mapping-like access to the parameter views.
     def __getitem__(self, name: str) -> np.ndarray:
@@ -149,18 +185,26 @@ class ParamBuffer:
 
     def name_of(self, array: np.ndarray) -> str | None:
         """The name of the parameter whose view ``array`` is (same memory and shape), else None."""
-        return self._name_by_view.get((array.ctypes.data, array.shape, array.strides))
+        return self._name_by_view.get((address_of(array), array.shape))
 
     def zero_grad(self) -> None:
         """Set every gradient to zero (one fill of the flat ``grad``)."""
-        self.grad.fill(0)
+        self.grad[:] = 0
 
     def __repr__(self) -> str:
-        return f"ParamBuffer({len(self._names)} tensors, {self.size} elements, {self.dtype})"
+        where = ", cuda" if self.device == "cuda" else ""
+        return f"ParamBuffer({len(self._names)} tensors, {self.size} elements, {self.dtype}{where})"
 
 
-def owner_of(array: np.ndarray) -> ParamBuffer | None:
+def owner_of(array: Any) -> ParamBuffer | None:
     """The ParamBuffer whose flat ``data`` holds ``array``'s memory, if any."""
+    if not isinstance(array, np.ndarray):
+        address = address_of(array)
+        for buf in list(_DEVICE_OWNERS):
+            start = address_of(buf.data)
+            if start <= address < start + buf.data.nbytes:
+                return buf
+        return None
     for candidate in (array, array.base):
         if candidate is None:
             continue

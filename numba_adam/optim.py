@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ._engine import Engine, TensorSpec, group_scalars
 from . import __version__
-from .buffer import ParamBuffer, check_float_dtype, owner_of
+from ._engine import CudaEngine, Engine, TensorSpec, as_device_array, group_scalars
+from .buffer import ParamBuffer, address_of, check_float_dtype, is_cuda_array, owner_of
 from .checkpoint import CheckpointError, load_checkpoint, write_checkpoint
 from .schedules import Schedule, from_config as schedules_from_config
 
@@ -194,25 +194,38 @@ class Optimizer:
         values = {k: check_hyperparameter(k, v) for k, v in group.items() if k != "params"}
         for key, default in self.defaults.items():
             values.setdefault(key, default)
-        dtype = self._dtype if self._dtype is not None else (
-            pending[0][1][0].array.dtype if pending else None)
+        first = self._specs[0] if self._specs else (pending[0][1][0] if pending else None)
+        dtype = np.dtype(first.array.dtype) if first is not None else None
+        device = is_cuda_array(first.array) if first is not None else None
         specs = []
         for j, (array, name) in enumerate(zip(arrays, names)):
             label = repr(name) if name is not None else f"param_groups[{gi}]['params'][{j}]"
-            if not isinstance(array, np.ndarray):
-                raise TypeError(f"parameter {label} must be a NumPy array (it is updated in "
-                                f"place), got {type(array).__name__}")
+            on_device = is_cuda_array(array)
+            if on_device:
+                array = as_device_array(array)
+            elif not isinstance(array, np.ndarray):
+                raise TypeError(f"parameter {label} must be a NumPy or CUDA array (it is "
+                                f"updated in place), got {type(array).__name__}")
             check_float_dtype(array.dtype, f"parameter {label}")
             if dtype is None:
-                dtype = array.dtype
+                dtype = np.dtype(array.dtype)
             elif array.dtype != dtype:
                 raise TypeError(f"parameter {label} has dtype {array.dtype} but earlier "
                                 f"parameters are {dtype}; use one optimizer per dtype")
-            if not array.flags.writeable:
-                raise ValueError(f"parameter {label} is read-only")
-            if not (array.flags.c_contiguous or array.flags.f_contiguous):
-                raise ValueError(f"parameter {label} is not contiguous in memory; copy it into "
-                                 f"a ParamBuffer (or np.ascontiguousarray) first")
+            earlier_device = device if device is not None else on_device
+            if on_device != earlier_device:
+                raise TypeError(f"parameter {label} is on the {'GPU' if on_device else 'CPU'} "
+                                f"but earlier parameters are not; use one optimizer per device")
+            device = on_device
+            if on_device:
+                if not array.is_c_contiguous():
+                    raise ValueError(f"CUDA parameter {label} must be C-contiguous")
+            else:
+                if not array.flags.writeable:
+                    raise ValueError(f"parameter {label} is read-only")
+                if not (array.flags.c_contiguous or array.flags.f_contiguous):
+                    raise ValueError(f"parameter {label} is not contiguous in memory; copy it "
+                                     f"into a ParamBuffer (or np.ascontiguousarray) first")
             owner = owner_of(array)
             if name is None and owner is not None:
                 name = names[j] = owner.name_of(array)
@@ -228,12 +241,13 @@ class Optimizer:
         self._specs.extend(specs)
         self._names.extend(names)
         if self._dtype is None:
-            self._dtype = specs[0].array.dtype
+            self._dtype = np.dtype(specs[0].array.dtype)
         self._name_index = {n: i for i, n in enumerate(self._names) if n is not None}
 
     def _new_engine(self) -> Engine:
         self._zero_spans = _grad_spans(self._specs)
-        return Engine(self._specs, [bool(g["amsgrad"]) for g in self.param_groups], self._dtype)
+        engine = CudaEngine if is_cuda_array(self._specs[0].array) else Engine
+        return engine(self._specs, [bool(g["amsgrad"]) for g in self.param_groups], self._dtype)
 
     def _relayout(self) -> None:
         """Rebuild the engine after parameters or AMSGrad settings changed, keeping state."""
@@ -355,10 +369,10 @@ class Optimizer:
         for gi, (group, indices) in enumerate(zip(self.param_groups, self._group_indices())):
             if group.updates > 0:
                 for i in indices:
-                    m, v, v_max = self._engine.tensor_state(i)
-                    entry = {"step": group.updates, "exp_avg": m.copy(), "exp_avg_sq": v.copy()}
+                    m, v, v_max = self._engine.read_state(i)
+                    entry = {"step": group.updates, "exp_avg": m, "exp_avg_sq": v}
                     if v_max is not None:
-                        entry["max_exp_avg_sq"] = v_max.copy()
+                        entry["max_exp_avg_sq"] = v_max
                     state[i] = entry
             saved = {k: v for k, v in group.items() if k != "params"}
             if group.schedule is not None:
@@ -450,11 +464,9 @@ class Optimizer:
             for key, value in values.items():
                 group._set(key, value)
         self._relayout()
-        for i, spec in enumerate(self._specs):
-            for target, key in zip(self._engine.tensor_state(i),
-                                   ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")):
-                if target is not None:
-                    target[...] = new_arrays.get((i, key), 0)
+        for i in range(len(self._specs)):
+            self._engine.write_state(i, tuple(new_arrays.get((i, key)) for key in
+                                              ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")))
         for group, step in zip(self.param_groups, new_steps):
             group.updates = step
             if group.schedule is not None:
@@ -489,10 +501,10 @@ class Optimizer:
                               vmax_offset=int(engine.vmax_offsets[i])) for i in indices]))
         header = dict(format="numba_adam checkpoint", library_version=__version__,
                       optimizer=type(self).__name__, dtype=str(self._dtype), groups=groups)
-        arrays = {"exp_avg": [engine.m], "exp_avg_sq": [engine.v],
-                  "max_exp_avg_sq": [engine.v_max]}
+        arrays = {key: [value] for key, value in engine.flat_state().items()}
         if params:
-            arrays["params"] = [s.array for s in self._specs]
+            arrays["params"] = [s.array if isinstance(s.array, np.ndarray)
+                                else s.array.copy_to_host() for s in self._specs]
         write_checkpoint(path, header, arrays)
 
     def load(self, path: str | os.PathLike, params: bool | None = None) -> None:
@@ -534,7 +546,10 @@ class Optimizer:
         self._commit_state(*prepared)
         if values is not None:
             for spec, value in zip(self._specs, values):
-                np.copyto(spec.array, value, casting="same_kind")
+                if isinstance(spec.array, np.ndarray):
+                    np.copyto(spec.array, value, casting="same_kind")
+                else:
+                    spec.array.copy_to_device(np.ascontiguousarray(value, spec.array.dtype))
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -549,7 +564,7 @@ def _grad_spans(specs: list[TensorSpec]) -> list[tuple[ParamBuffer, slice]]:
     spans: dict[int, tuple[ParamBuffer, list]] = {}
     for s in specs:
         if s.owner is not None:
-            start = (s.array.ctypes.data - s.owner.data.ctypes.data) // s.array.itemsize
+            start = (address_of(s.array) - address_of(s.owner.data)) // s.array.dtype.itemsize
             spans.setdefault(id(s.owner), (s.owner, []))[1].append([start, start + s.array.size])
     out = []
     for owner, ranges in spans.values():
@@ -566,7 +581,7 @@ def _grad_spans(specs: list[TensorSpec]) -> list[tuple[ParamBuffer, slice]]:
 
 def _check_no_overlap(specs: list[TensorSpec]) -> None:
     """Raise if two parameters share memory (they would be updated twice)."""
-    spans = sorted((s.array.ctypes.data, s.array.ctypes.data + s.array.nbytes, s.label)
+    spans = sorted((address_of(s.array), address_of(s.array) + s.array.nbytes, s.label)
                    for s in specs if s.array.nbytes)
     for (a0, a1, la), (b0, b1, lb) in zip(spans, spans[1:]):
         if b0 < a1:

@@ -91,7 +91,7 @@ def test_step_without_grads_needs_paramBuffer_views():
 
 @pytest.mark.parametrize("params, exc, pattern", [
     ([np.zeros(3, np.int64)], TypeError, r"must be float32 or float64, got int64"),
-    ([[1.0, 2.0]], TypeError, r"must be a NumPy array"),
+    ([[1.0, 2.0]], TypeError, r"must be a NumPy or CUDA array"),
     ([np.zeros(3, np.float32), np.zeros(3)], TypeError, r"use one optimizer per dtype"),
     ([np.zeros((4, 4))[:, 1]], ValueError, r"not contiguous"),
     ([], ValueError, r"empty parameter list"),

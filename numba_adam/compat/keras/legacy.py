@@ -119,11 +119,11 @@ class Adam:
         as in Keras 2); copies."""
         if self._engine_opt is None:
             return []
-        states = [self._engine_opt._engine.tensor_state(i) for i in range(len(self._variables))]
-        vhats = ([vm.copy() for _, _, vm in states] if self.amsgrad
+        states = [self._engine_opt._engine.read_state(i) for i in range(len(self._variables))]
+        vhats = ([vm for _, _, vm in states] if self.amsgrad
                  else [np.zeros(1, self._engine_opt._dtype) for _ in states])
-        return ([np.array(self.iterations, dtype=np.int64)] + [m.copy() for m, _, _ in states]
-                + [v.copy() for _, v, _ in states] + vhats)
+        return ([np.array(self.iterations, dtype=np.int64)] + [m for m, _, _ in states]
+                + [v for _, v, _ in states] + vhats)
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Set ``[iterations] + ms + vs + vhats``; ValueError (nothing changed) on a mismatch."""
@@ -142,11 +142,8 @@ class Adam:
         n = len(self._variables)
         engine = self._engine_opt._engine
         for i in range(n):
-            m, v, v_max = engine.tensor_state(i)
-            m[...] = weights[1 + i]
-            v[...] = weights[1 + n + i]
-            if v_max is not None:
-                v_max[...] = weights[1 + 2 * n + i]
+            engine.write_state(i, (weights[1 + i], weights[1 + n + i],
+                                   weights[1 + 2 * n + i] if self.amsgrad else None))
         group = self._engine_opt.param_groups[0]
         group.updates = iterations
         if group.schedule is not None:
