@@ -87,7 +87,56 @@ def _memory_order(array: np.ndarray) -> str:
     return "C" if array.flags.c_contiguous else "F"
 
 
-class Engine:
+class _EngineBase:
+    """What the CPU and CUDA engines share: gradient checks, sparse bookkeeping, state copy."""
+
+    specs: list[TensorSpec]
+    dtype: np.dtype
+    _sparse_jobs: list
+
+    def _check_count(self, grads: list) -> None:
+        if len(grads) != len(self.specs):
+            raise ValueError(f"expected {len(self.specs)} gradients (one per parameter, in "
+                             f"parameter-group order), got {len(grads)}")
+
+    def _check_dense(self, g, spec: TensorSpec) -> None:
+        """Shape and dtype of one dense gradient (``g`` already an array)."""
+        if g.shape != spec.array.shape:
+            raise ValueError(f"gradient for {spec.label} has shape {g.shape}, "
+                             f"expected {spec.array.shape}")
+        if np.dtype(g.dtype) != self.dtype:
+            raise TypeError(f"gradient for {spec.label} has dtype {g.dtype}, expected {self.dtype}")
+
+    def _check_sparse(self, g: IndexedSlices, values, spec: TensorSpec) -> None:
+        if g.dense_shape != spec.array.shape:
+            raise ValueError(f"sparse gradient for {spec.label} has dense_shape {g.dense_shape}, "
+                             f"expected {spec.array.shape}")
+        if np.dtype(values.dtype) != self.dtype:
+            raise TypeError(f"sparse gradient for {spec.label} has dtype {values.dtype}, "
+                            f"expected {self.dtype}")
+
+    @staticmethod
+    def _none_gradient(spec: TensorSpec) -> TypeError:
+        return TypeError(f"gradient for {spec.label} is None; every parameter is updated each "
+                         f"step, pass zeros to leave moments decaying")
+
+    def _plain_params_error(self, what: str) -> TypeError:
+        shown = ", ".join(self.plain[:5]) + (", ..." if len(self.plain) > 5 else "")
+        return TypeError(f"step() without grads reads gradients from ParamBuffer grad views, "
+                         f"but {len(self.plain)} parameter(s) ({shown}) are {what}: pass their "
+                         f"gradients with step(grads=[...])")
+
+    @property
+    def has_sparse_jobs(self) -> bool:
+        return bool(self._sparse_jobs)
+
+    def copy_state_from(self, other, mapping: dict[int, int]) -> None:
+        """Copy tensor state from ``other`` (its index -> ours) after a re-layout."""
+        for theirs, ours in mapping.items():
+            self.write_state(ours, other.read_state(theirs))
+
+
+class Engine(_EngineBase):
     """Flat state and launch tables for a fixed list of same-dtype tensors."""
 
     def __init__(self, specs: list[TensorSpec], amsgrad_by_group: list[bool], dtype: np.dtype):
@@ -138,11 +187,7 @@ class Engine:
         if self._grads_from_buffers:
             return
         if self.plain:
-            shown = ", ".join(self.plain[:5]) + (", ..." if len(self.plain) > 5 else "")
-            raise TypeError(
-                f"step() without grads reads gradients from ParamBuffer grad views, but "
-                f"{len(self.plain)} parameter(s) ({shown}) are plain arrays: pass their "
-                f"gradients with step(grads=[...])")
+            raise self._plain_params_error("plain arrays")
         self.tensors[:, GRAD_ADDR] = self.buffer_grad_addr
         self._grads_from_buffers = True
         self._set_sparse([])
@@ -153,9 +198,7 @@ class Engine:
         Returns the arrays that must stay alive until the launch.
         """
         specs = self.specs
-        if len(grads) != len(specs):
-            raise ValueError(f"expected {len(specs)} gradients (one per parameter, in "
-                             f"parameter-group order), got {len(grads)}")
+        self._check_count(grads)
         addr = self._grad_addr
         dtype = self.dtype
         arrays = []
@@ -164,20 +207,18 @@ class Engine:
         for i, (g, spec) in enumerate(zip(grads, specs)):
             p = spec.array
             if isinstance(g, IndexedSlices):
-                self._check_sparse(g, spec)
+                self._check_sparse(g, g.values, spec)
+                if not p.flags.c_contiguous:
+                    raise ValueError(f"sparse gradients need a C-ordered parameter; "
+                                     f"{spec.label} is Fortran-ordered")
                 sparse.append(i)
                 arrays.append(g)
                 continue
             if type(g) is not np.ndarray:
                 if g is None:
-                    raise TypeError(f"gradient for {spec.label} is None; every parameter is "
-                                    f"updated each step, pass zeros to leave moments decaying")
+                    raise self._none_gradient(spec)
                 g = np.asarray(g)
-            if g.shape != p.shape:
-                raise ValueError(f"gradient for {spec.label} has shape {g.shape}, "
-                                 f"expected {p.shape}")
-            if g.dtype != dtype:
-                raise TypeError(f"gradient for {spec.label} has dtype {g.dtype}, expected {dtype}")
+            self._check_dense(g, spec)
             if g.flags.c_contiguous if self.orders[i] == "C" else g.flags.f_contiguous:
                 addr[i] = g.ctypes.data
             else:
@@ -196,18 +237,6 @@ class Engine:
         self._grads_from_buffers = False
         self._set_sparse([(i, *arrays[i].merged()) for i in sparse])
         return arrays
-
-    def _check_sparse(self, g: IndexedSlices, spec: TensorSpec) -> None:
-        p = spec.array
-        if g.dense_shape != p.shape:
-            raise ValueError(f"sparse gradient for {spec.label} has dense_shape {g.dense_shape}, "
-                             f"expected {p.shape}")
-        if g.values.dtype != self.dtype:
-            raise TypeError(f"sparse gradient for {spec.label} has dtype {g.values.dtype}, "
-                            f"expected {self.dtype}")
-        if not p.flags.c_contiguous:
-            raise ValueError(f"sparse gradients need a C-ordered parameter; {spec.label} is "
-                             f"Fortran-ordered")
 
     def _set_sparse(self, jobs: list) -> None:
         if jobs or self._skipping:
@@ -230,10 +259,6 @@ class Engine:
         return view
 
     # -- launch -------------------------------------------------------------
-    @property
-    def has_sparse_jobs(self) -> bool:
-        return bool(self._sparse_jobs)
-
     def set_grad_scales(self, clipnorm_by_group: list, global_clipnorm: float | None) -> None:
         """Per-tensor gradient factors for norm clipping (per tensor and/or global).
 
@@ -327,11 +352,6 @@ class Engine:
         """The flat state buffers on the host, for checkpoints."""
         return {"exp_avg": self.m, "exp_avg_sq": self.v, "max_exp_avg_sq": self.v_max}
 
-    def copy_state_from(self, other, mapping: dict[int, int]) -> None:
-        """Copy tensor state from ``other`` (its index -> ours) after a re-layout."""
-        for theirs, ours in mapping.items():
-            self.write_state(ours, other.read_state(theirs))
-
 
 def single_tensor_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *,
                          lr: float, betas: tuple[float, float], step: int, eps: float,
@@ -354,7 +374,7 @@ def single_tensor_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndar
                           np.zeros(0, p.dtype))
 
 
-class CudaEngine:
+class CudaEngine(_EngineBase):
     """Flat device state and launch tables for CUDA tensors: one launch per storage.
 
     A storage is a ``ParamBuffer(device="cuda")``'s flat data (all its tensors
@@ -426,45 +446,29 @@ class CudaEngine:
     # -- gradients --------------------------------------------------------
     def use_buffer_grads(self) -> None:
         if self.plain:
-            shown = ", ".join(self.plain[:5]) + (", ..." if len(self.plain) > 5 else "")
-            raise TypeError(f"step() without grads reads gradients from ParamBuffer grad views, "
-                            f"but {len(self.plain)} parameter(s) ({shown}) are plain CUDA "
-                            f"arrays: pass their gradients with step(grads=[...])")
+            raise self._plain_params_error("plain CUDA arrays")
         for s in self.storages:
             s["g"] = s["owner"].grad
         self._set_sparse([])
 
     def use_grads(self, grads: list) -> list:
         specs = self.specs
-        if len(grads) != len(specs):
-            raise ValueError(f"expected {len(specs)} gradients (one per parameter, in "
-                             f"parameter-group order), got {len(grads)}")
+        self._check_count(grads)
         arrays, sparse = [], []
         for i, (g, spec) in enumerate(zip(grads, specs)):
             if isinstance(g, IndexedSlices):
-                if g.dense_shape != spec.array.shape:
-                    raise ValueError(f"sparse gradient for {spec.label} has dense_shape "
-                                     f"{g.dense_shape}, expected {spec.array.shape}")
                 values = g.values.copy_to_host() if is_cuda_array(g.values) else g.values
-                if np.dtype(values.dtype) != self.dtype:
-                    raise TypeError(f"sparse gradient for {spec.label} has dtype "
-                                    f"{values.dtype}, expected {self.dtype}")
+                self._check_sparse(g, values, spec)
                 sparse.append(i)
                 arrays.append(IndexedSlices(values, g.indices, g.dense_shape))
                 continue
             if g is None:
-                raise TypeError(f"gradient for {spec.label} is None; every parameter is "
-                                f"updated each step, pass zeros to leave moments decaying")
+                raise self._none_gradient(spec)
             if not is_cuda_array(g):
                 raise TypeError(f"gradient for {spec.label} must be a CUDA array like its "
                                 f"parameter, got {type(g).__name__}")
             g = as_device_array(g)
-            if g.shape != spec.array.shape:
-                raise ValueError(f"gradient for {spec.label} has shape {g.shape}, "
-                                 f"expected {spec.array.shape}")
-            if np.dtype(g.dtype) != self.dtype:
-                raise TypeError(f"gradient for {spec.label} has dtype {g.dtype}, "
-                                f"expected {self.dtype}")
+            self._check_dense(g, spec)
             if not g.is_c_contiguous():
                 raise ValueError(f"gradient for {spec.label} must be C-contiguous")
             arrays.append(g)
@@ -495,10 +499,6 @@ class CudaEngine:
             self.d_tensors.copy_to_device(self.tensors)
             self._skipping = bool(jobs)
         self._sparse_jobs = jobs
-
-    @property
-    def has_sparse_jobs(self) -> bool:
-        return bool(self._sparse_jobs)
 
     # -- clipping and launch ------------------------------------------------
     def set_grad_scales(self, clipnorm_by_group: list, global_clipnorm: float | None) -> None:
@@ -594,9 +594,6 @@ class CudaEngine:
         return {"exp_avg": self.m.copy_to_host(), "exp_avg_sq": self.v.copy_to_host(),
                 "max_exp_avg_sq": vmax}
 
-    def copy_state_from(self, other, mapping: dict[int, int]) -> None:
-        for theirs, ours in mapping.items():
-            self.write_state(ours, other.read_state(theirs))
 
 
 def as_device_array(array):

@@ -44,3 +44,17 @@ BAD_HYPERPARAMETERS = [
 
 def tolerance(dtype):
     return TOLERANCES[np.dtype(dtype)]
+
+
+def with_each_thread_count(run):
+    """``run()`` under 1 and then 2 Numba threads (the count restored after); both results."""
+    import numba
+    previous = numba.get_num_threads()
+    try:
+        results = []
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            results.append(run())
+        return results
+    finally:
+        numba.set_num_threads(previous)

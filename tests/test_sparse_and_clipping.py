@@ -1,13 +1,13 @@
 """Sparse row gradients and engine-level gradient clipping."""
 
-import numba
 import numpy as np
 import pytest
 
 import numba_adam
 from numba_adam import IndexedSlices
 from numba_adam.compat import keras
-from reference import keras_adam, torch_adam
+from cases import with_each_thread_count
+from reference import torch_adam
 
 
 def sparse_problem(rng, dtype, rows=40, cols=6, nnz=15, steps=4):
@@ -147,21 +147,18 @@ def test_global_norm_clipping_is_identical_for_one_and_two_threads():
     init = {"w": rng.standard_normal((400, 300)).astype(np.float32),
             "b": rng.standard_normal(90_001).astype(np.float32)}
     grads = [rng.standard_normal(210_001).astype(np.float32) * 10 for _ in range(3)]
-    results = []
-    previous = numba.get_num_threads()
-    try:
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
-            buf = numba_adam.ParamBuffer(init)
-            opt = numba_adam.Adam([{"params": [buf["w"]], "clipnorm": 3.0},
-                                   {"params": [buf["b"]]}], lr=1e-2)
-            opt.global_clipnorm = 50.0
-            for g in grads:
-                buf.grad[:] = g
-                opt.step()
-            results.append((buf.data.copy(), opt._engine.grad_scales.copy()))
-    finally:
-        numba.set_num_threads(previous)
+
+    def run():
+        buf = numba_adam.ParamBuffer(init)
+        opt = numba_adam.Adam([{"params": [buf["w"]], "clipnorm": 3.0},
+                               {"params": [buf["b"]]}], lr=1e-2)
+        opt.global_clipnorm = 50.0
+        for g in grads:
+            buf.grad[:] = g
+            opt.step()
+        return buf.data.copy(), opt._engine.grad_scales.copy()
+
+    results = with_each_thread_count(run)
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
     assert (results[0][1] < 1).all()
