@@ -79,9 +79,9 @@ def keras_adam(p, grads, lr=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgr
 
 def keras2_adam(p, grads, lr=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, decay=0.0,
                 amsgrad=False, clipnorm=None, clipvalue=None):
-    """Keras 2.x ``keras.optimizers.Adam.get_updates`` (keras/optimizers.py,
-    Keras 2.2-2.3): lr decays as lr / (1 + decay * iterations); clipnorm clips
-    every gradient by the global norm (``get_gradients``)."""
+    """Keras 2 ``Adam.get_updates`` as in tf.keras (tensorflow/python/keras/
+    optimizers.py): lr decays as lr / (1 + decay * iterations); ``get_gradients``
+    clips each gradient by its own norm (clipnorm) or value (clipvalue)."""
     ps = [np.array(x, dtype=np.float64) for x in p]
     ms = [np.zeros_like(x) for x in ps]
     vs = [np.zeros_like(x) for x in ps]
@@ -89,8 +89,7 @@ def keras2_adam(p, grads, lr=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, deca
     for iterations, step_grads in enumerate(grads):
         gs = [np.array(g, dtype=np.float64) for g in step_grads]
         if clipnorm is not None:
-            norm = np.sqrt(sum(np.sum(g * g) for g in gs))
-            gs = [g * clipnorm / norm if norm >= clipnorm else g for g in gs]
+            gs = [g * clipnorm / max(np.sqrt(np.sum(g * g)), clipnorm) for g in gs]
         if clipvalue is not None:
             gs = [np.clip(g, -clipvalue, clipvalue) for g in gs]
         lr_t = lr * (1.0 / (1.0 + decay * iterations))

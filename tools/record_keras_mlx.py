@@ -3,8 +3,7 @@
     pip install jax keras "mlx[cpu]"
     KERAS_BACKEND=jax python tools/record_keras_mlx.py
 
-Legacy Keras 2 is not recorded: tf_keras needs TensorFlow, which is not
-installed here; tests/reference.py encodes Keras 2's get_updates formula.
+Legacy Keras is recorded separately from tf_keras (tools/record_tf_keras_legacy.py).
 """
 
 import json

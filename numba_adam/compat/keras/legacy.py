@@ -29,8 +29,9 @@ class Adam:
         p = p - lr_t * m / (sqrt(v or vhat) + epsilon)
 
     ``epsilon=None`` means ``keras.backend.epsilon()`` (1e-7). ``clipnorm``
-    clips by the *global* norm of all gradients and ``clipvalue`` clamps each
-    element, as Keras 2's ``get_gradients`` did.
+    clips each gradient by its own norm and ``clipvalue`` clamps each element,
+    as tf.keras' ``get_gradients`` does (standalone Keras 2.2 clipped by the
+    global norm instead; tests/data has tf_keras' trajectories).
 
     ``get_updates`` and ``get_gradients`` built symbolic graph operations on a
     loss tensor; a NumPy model has no graph to differentiate, so they raise
@@ -90,10 +91,9 @@ class Adam:
         grads, variables = (list(x) for x in zip(*pairs))
         if self._engine_opt is None:
             opt = _EngineAdam([{"params": variables, "epsilon_hat": True,
-                                "clipvalue": self.clipvalue}],
+                                "clipnorm": self.clipnorm, "clipvalue": self.clipvalue}],
                               lr=self._schedule(), betas=(self.beta_1, self.beta_2),
                               eps=self.epsilon, amsgrad=self.amsgrad)
-            opt.global_clipnorm = self.clipnorm
             self._engine_opt, self._variables = opt, variables
         elif len(variables) != len(self._variables) or any(
                 a is not b for a, b in zip(variables, self._variables)):
