@@ -460,10 +460,12 @@ class Optimizer:
         return new_values, new_steps, new_arrays
 
     def _commit_state(self, new_values: list, new_steps: list, new_arrays: dict) -> None:
+        layout = [g["amsgrad"] for g in self.param_groups]
         for group, values in zip(self.param_groups, new_values):
             for key, value in values.items():
                 group._set(key, value)
-        self._relayout()
+        if layout != [g["amsgrad"] for g in self.param_groups]:
+            self._relayout()
         for i in range(len(self._specs)):
             self._engine.write_state(i, tuple(new_arrays.get((i, key)) for key in
                                               ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")))
