@@ -113,6 +113,25 @@ def test_keras_schedule_and_config_round_trip():
     assert again.iterations == 2 and again.learning_rate == sched(2)
 
 
+def test_keras_checkpoint_restores_state_and_learning_rate(tmp_path):
+    rng = np.random.default_rng(8)
+    init = [rng.standard_normal((4, 3))]
+    grads = [[rng.standard_normal((4, 3))] for _ in range(4)]
+    a, b = [init[0].copy()], [init[0].copy()]
+    sched = schedules.exponential_decay(0.1, 1, 0.5)
+    oa, ob = keras.Adam(learning_rate=sched, amsgrad=True), keras.Adam(learning_rate=0.3, amsgrad=True)
+    oa.apply(grads[0], a)
+    oa.apply(grads[1], a)
+    oa.save(tmp_path / "k.ckpt", params=True)
+    ob.build(b)
+    ob.load(tmp_path / "k.ckpt")
+    assert ob.iterations == 2 and ob.learning_rate == sched(2)
+    for g in grads[2:]:
+        oa.apply(g, a)
+        ob.apply(g, b)
+    np.testing.assert_array_equal(a[0], b[0])
+
+
 @pytest.mark.parametrize("kwargs, exc, pattern", [
     (dict(clipnorm=1.0, clipvalue=1.0), ValueError, "Only one of `clipnorm`, `clipvalue`"),
     (dict(clipnorm=1.0, global_clipnorm=1.0), ValueError, "Only one of"),

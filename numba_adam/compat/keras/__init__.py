@@ -204,8 +204,12 @@ class Adam:
         self._require_built().save(path, params=params)
 
     def load(self, path: str, params: bool | None = None) -> None:
-        """Restore a checkpoint written by :meth:`save` into the built optimizer."""
-        self._require_built().load(path, params=params)
+        """Restore a checkpoint written by :meth:`save` into the built optimizer
+        (its learning rate or schedule too)."""
+        opt = self._require_built()
+        opt.load(path, params=params)
+        group = opt.param_groups[0]
+        self._lr = group.schedule if group.schedule is not None else group["lr"]
 
     def _require_built(self) -> _EngineAdam:
         if self._engine_opt is None:
