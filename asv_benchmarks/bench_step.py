@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from numba_adam.bench import same_bytes_parallel, same_bytes_serial
+from numba_adam.bench import median_seconds, same_bytes_parallel, same_bytes_serial
 from numba_adam._config import PARALLEL_MIN_ELEMENTS
 
 from .common import bytes_per_param, warm_optimizer
@@ -35,24 +35,15 @@ class Bandwidth:
         self.kernel = same_bytes_parallel if size >= PARALLEL_MIN_ELEMENTS else same_bytes_serial
         self.kernel(*self.arrays, self.v_max)
 
-    def _median(self, fn, repeats=15):
-        import time
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - start)
-        return float(np.median(samples))
-
     def track_seconds_per_gb(self, size, dtype, option):
-        return self._median(self.opt.step) / (size * bytes_per_param(dtype, option) / 1e9)
+        return median_seconds(self.opt.step, 15) / (size * bytes_per_param(dtype, option) / 1e9)
 
     def track_time_over_roofline(self, size, dtype, option):
         """numba_adam's step time divided by the same-bytes kernel's (1.0 is the bus limit)."""
         ours, roof = [], []
         for _ in range(15):   # interleaved: memory speed drifts
-            ours.append(self._median(self.opt.step, 1))
-            roof.append(self._median(lambda: self.kernel(*self.arrays, self.v_max), 1))
+            ours.append(median_seconds(self.opt.step, 1))
+            roof.append(median_seconds(lambda: self.kernel(*self.arrays, self.v_max), 1))
         return float(np.median(ours) / np.median(roof))
 
     track_time_over_roofline.unit = "ratio"

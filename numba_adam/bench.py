@@ -228,6 +228,11 @@ def _time_once(fn: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
+def median_seconds(fn: Callable[[], None], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn``."""
+    return float(np.median([_time_once(fn) for _ in range(repeats)]))
+
+
 FIRST_STEP = """
 import time, numpy as np
 start = time.perf_counter()

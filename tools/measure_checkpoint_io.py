@@ -8,20 +8,11 @@ import argparse
 import os
 import shutil
 import tempfile
-import time
 
 import numpy as np
 
 import numba_adam
-
-
-def median_time(fn, repeats):
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return float(np.median(samples))
+from numba_adam.bench import median_seconds
 
 
 def main():
@@ -56,7 +47,7 @@ def main():
             ("load (state+params)", lambda: opt.load(path), lambda: npy_load(full)),
         ]
         for name, ours, theirs in rows:
-            a, b = median_time(ours, args.repeats), median_time(theirs, args.repeats)
+            a, b = median_seconds(ours, args.repeats), median_seconds(theirs, args.repeats)
             print(f"{name:22s} ours {a * 1e3:7.1f} ms   np.save/np.load {b * 1e3:7.1f} ms   "
                   f"ratio {a / b:.2f}")
         raw = 3 * n * buf.data.itemsize
