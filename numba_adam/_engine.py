@@ -200,7 +200,6 @@ class Engine(_EngineBase):
         specs = self.specs
         self._check_count(grads)
         addr = self._grad_addr
-        dtype = self.dtype
         arrays = []
         restage = []
         sparse = []

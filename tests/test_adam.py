@@ -1,7 +1,6 @@
 """Adam/AdamW kernels against the NumPy reference, over dtypes, options and input paths."""
 
 import numpy as np
-import pytest
 
 import numba_adam
 from cases import dtypes, options, tolerance

@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import numba_adam
-from numba_adam import IndexedSlices, schedules
+from numba_adam import schedules
 from numba_adam.compat import keras, mlx
 from numba_adam.compat.keras import legacy
 from reference import keras2_adam, keras_adam, mlx_adam
