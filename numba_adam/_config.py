@@ -1,4 +1,4 @@
-"""Compile-time settings shared by the CPU and CUDA kernels."""
+"""Compile-time settings and table column names shared by the CPU and CUDA kernels."""
 
 # fastmath without "nnan"/"ninf": a NaN or Inf gradient must propagate into the
 # parameters exactly as it does in PyTorch, so the compiler may not assume
@@ -17,8 +17,8 @@ WORK_ITEM_ELEMENTS = 1 << 15
 CUDA_BLOCK_SIZE = 256
 CUDA_MAX_BLOCKS = 4096
 
-# Column layout of the per-group scalar table ("hyper"), one row per group,
-# filled by the engine before each launch in the buffer's dtype.
+# Columns of the group-scalar table: one row per parameter group, computed by
+# ``_formula.group_scalars`` once per step, stored in the buffer's dtype.
 GRAD_SIGN = 0      # -1 when maximizing, else 1
 L2 = 1             # torch-style weight decay added to the gradient
 DECAY = 2          # parameter multiplier: 1 - lr*wd when decoupled, else 1
@@ -29,18 +29,21 @@ STEP_SIZE = 6
 DENOM_SCALE = 7
 EPS = 8
 CLIP_VALUE = 9     # gradients are clamped to [-CLIP_VALUE, CLIP_VALUE] (inf: off)
-HYPER_COLUMNS = 10
+SCALAR_COLUMNS = 10
 
-# Column layout of the tensor table (int64), one row per tensor.
-PARAM_ADDR = 0     # address of the tensor's first element
-GRAD_ADDR = 1      # address of its gradient's first element
-STATE_OFFSET = 2   # offset of its m and v in the flat state buffers
-VMAX_OFFSET = 3    # offset of its AMSGrad max in the flat v_max buffer, or -1
-GROUP = 4          # row of the scalar table
+# Columns of the tensor table (int64), one row per tensor.  Where a tensor's
+# parameter and gradient are: on the CPU a memory address (so scattered plain
+# arrays share one launch), on CUDA an element offset into the tensor's
+# storage (a ParamBuffer's flat data, or the plain array itself).
+PARAM_AT = 0
+GRAD_AT = 1
+STATE_OFFSET = 2   # element offset of its m and v in the flat state arrays
+VMAX_OFFSET = 3    # element offset of its AMSGrad max in the flat v_max, or -1
+GROUP = 4          # row of the group-scalar table
 SKIP = 5           # 1 when this step updates the tensor elsewhere (sparse rows)
 TENSOR_COLUMNS = 6
 
-# Column layout of the work-item table (int64): a range of one tensor.
+# Columns of the work-item table (int64): a range of one tensor.
 ITEM_TENSOR = 0
 ITEM_BEGIN = 1
 ITEM_LENGTH = 2

@@ -1,14 +1,25 @@
-"""Numba CPU kernels: every parameter of every group in one launch.
+"""CPU backend (Numba): every parameter of every group in one kernel launch.
+
+Twin of ``_cuda``: both modules have the same launchers (``adam_step``,
+``adam_rows``, ``grad_sum_squares``, ``clip_scales``), the same array helpers
+and a ``Plan`` with the same methods, so the engine is written once.
 
 A launch walks a table of work items (a range of one tensor); each item finds
 its tensor's parameter and gradient by address, its flat state by offset and
 its group's scalars by row, so tensors scattered in memory (plain arrays) and
-slices of one flat ``ParamBuffer`` go through the same loop.
+slices of one flat ``ParamBuffer`` go through the same loop.  A parameter
+that is not contiguous (a strided view) is copied into a contiguous staging
+array before the launch and back after it; only its own elements are
+written.
 
-Scalar dtype policy: the per-group scalar table has the buffer's dtype, so a
+Scalar dtype policy: the group-scalar table has the buffer's dtype, so a
 float32 buffer runs float32 arithmetic, and each kernel has exactly one
 signature per buffer dtype (float32, float64).
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from numba import carray, njit, prange, types
@@ -16,10 +27,12 @@ from numba.extending import intrinsic
 
 from . import _formula
 from ._config import (
-    BETA2, CLIP_VALUE, DECAY, DENOM_SCALE, EPS, FASTMATH, GRAD_ADDR, GRAD_SIGN, GROUP,
+    BETA2, CLIP_VALUE, DECAY, DENOM_SCALE, EPS, FASTMATH, GRAD_AT, GRAD_SIGN, GROUP,
     ITEM_BEGIN, ITEM_LENGTH, ITEM_TENSOR, L2, ONE_MINUS_BETA1, ONE_MINUS_BETA2,
-    PARAM_ADDR, SKIP, STATE_OFFSET, STEP_SIZE, VMAX_OFFSET,
+    PARALLEL_MIN_ELEMENTS, PARAM_AT, SKIP, STATE_OFFSET, STEP_SIZE, VMAX_OFFSET,
+    WORK_ITEM_ELEMENTS,
 )
+from ._layout import Layout
 
 _element = njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 effective_grad = _element(_formula.effective_grad)
@@ -27,6 +40,7 @@ first_moment = _element(_formula.first_moment)
 second_moment = _element(_formula.second_moment)
 amsgrad_max = _element(_formula.amsgrad_max)
 param_update = _element(_formula.param_update)
+clip_scales_kernel = njit(cache=True, error_model="numpy")(_formula.clip_scales)
 
 
 @intrinsic
@@ -73,7 +87,7 @@ def _update_range(p, g, mt, vt, vmt, row, grad_scale):
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
-def _update_item(item, items, tensors, hyper, grad_scales, m, v, v_max):
+def _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max):
     """Adam update of one work item: a contiguous range of one tensor."""
     t = items[item, ITEM_TENSOR]
     if tensors[t, SKIP] != 0:
@@ -81,44 +95,40 @@ def _update_item(item, items, tensors, hyper, grad_scales, m, v, v_max):
     begin = items[item, ITEM_BEGIN]
     n = items[item, ITEM_LENGTH]
     byte_offset = begin * m.itemsize
-    p = carray(_pointer_like(tensors[t, PARAM_ADDR] + byte_offset, m), n)
-    g = carray(_pointer_like(tensors[t, GRAD_ADDR] + byte_offset, m), n)
+    p = carray(_pointer_like(tensors[t, PARAM_AT] + byte_offset, m), n)
+    g = carray(_pointer_like(tensors[t, GRAD_AT] + byte_offset, m), n)
     state = tensors[t, STATE_OFFSET] + begin
     vmax_start = tensors[t, VMAX_OFFSET] + begin
     vmt = v_max[vmax_start:vmax_start + n] if tensors[t, VMAX_OFFSET] >= 0 else v_max[:0]
-    row = hyper[tensors[t, GROUP]]
+    row = scalars[tensors[t, GROUP]]
     _update_range(p, g, m[state:state + n], v[state:state + n], vmt, row,
                   row[GRAD_SIGN] * grad_scales[t])
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
-def adam_step_parallel(items, tensors, hyper, grad_scales, m, v, v_max):
+def adam_items_parallel(items, tensors, scalars, grad_scales, m, v, v_max):
     """Update every work item, items spread over the thread pool."""
     for item in prange(items.shape[0]):
-        _update_item(item, items, tensors, hyper, grad_scales, m, v, v_max)
+        _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def adam_step_serial(items, tensors, hyper, grad_scales, m, v, v_max):
+def adam_items_serial(items, tensors, scalars, grad_scales, m, v, v_max):
     """Update every work item on the calling thread (small models)."""
     for item in range(items.shape[0]):
-        _update_item(item, items, tensors, hyper, grad_scales, m, v, v_max)
+        _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def grad_sum_squares(items, tensors, like, out):
-    """Sum of squared gradient elements of each work item, in float64.
-
-    Items are a fixed chunking, so summing ``out`` per tensor in item order
-    gives the same norms for any thread count.
-    """
+def sum_squares_items(items, tensors, like, out):
+    """Sum of squared gradient elements of each work item, in float64."""
     for item in prange(items.shape[0]):
         t = items[item, ITEM_TENSOR]
         n = items[item, ITEM_LENGTH]
         if tensors[t, SKIP] != 0:
             out[item] = 0.0
             continue
-        g = carray(_pointer_like(tensors[t, GRAD_ADDR] + items[item, ITEM_BEGIN] * like.itemsize,
+        g = carray(_pointer_like(tensors[t, GRAD_AT] + items[item, ITEM_BEGIN] * like.itemsize,
                                  like), n)
         total = 0.0
         for i in range(n):
@@ -128,7 +138,7 @@ def grad_sum_squares(items, tensors, like, out):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
-def adam_rows_dense(p, m, v, v_max, row_slot, values, row, grad_scale, zeros):
+def adam_rows_dense_kernel(p, m, v, v_max, row_slot, values, row, grad_scale, zeros):
     """Sparse gradient, dense-equivalent (Keras/TF): every row decays and moves.
 
     Row r's gradient is ``values[row_slot[r]]``, or zero where ``row_slot[r] < 0``;
@@ -146,11 +156,10 @@ def adam_rows_dense(p, m, v, v_max, row_slot, values, row, grad_scale, zeros):
         end = min(r + chunk_rows, n_rows)
         while r < end:
             slot = row_slot[r]
+            last = r + 1
             if slot >= 0:
-                last = r + 1
                 g = values[slot]
             else:
-                last = r + 1
                 while last < end and row_slot[last] < 0:
                     last += 1
                 g = zeros[:(last - r) * cols]
@@ -161,9 +170,162 @@ def adam_rows_dense(p, m, v, v_max, row_slot, values, row, grad_scale, zeros):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
-def adam_rows_lazy(p, m, v, v_max, rows, values, row, grad_scale):
+def adam_rows_lazy_kernel(p, m, v, v_max, rows, values, row, grad_scale):
     """Sparse gradient, lazy (TF LazyAdam, torch SparseAdam): only ``rows`` change."""
     for k in prange(rows.shape[0]):
         r = rows[k]
         vmt = v_max[r] if v_max.shape[0] > 0 else v_max.ravel()
         _update_range(p[r], values[k], m[r], v[r], vmt, row, grad_scale)
+
+
+# -- arrays ------------------------------------------------------------------
+def zeros(n: int, dtype: np.dtype) -> np.ndarray:
+    return np.zeros(n, dtype=dtype)
+
+
+def to_host(array: np.ndarray) -> np.ndarray:
+    return np.array(array, copy=True)
+
+
+def host_view(array: np.ndarray) -> np.ndarray:
+    return array
+
+
+def copy_from_host(target: np.ndarray, host: np.ndarray) -> None:
+    target[...] = host
+
+
+def shaped(flat: np.ndarray, shape: tuple, order: str) -> np.ndarray:
+    return flat.reshape(shape, order=order)
+
+
+def as_array(value: Any, label: str) -> np.ndarray:
+    """A gradient as a NumPy array (lists and scalars accepted)."""
+    return value if type(value) is np.ndarray else np.asarray(value)
+
+
+# -- plan ----------------------------------------------------------------------
+class Plan:
+    """The launch tables of one engine on the CPU, and where each gradient is read from."""
+
+    def __init__(self, layout: Layout, dtype: np.dtype) -> None:
+        self.layout = layout
+        self.dtype = np.dtype(dtype)
+        specs = layout.specs
+        self.items = layout.items
+        self.item_tensor = np.ascontiguousarray(self.items[:, ITEM_TENSOR])
+        self.item_count = len(self.items)
+        self.tensors = layout.tensor_table()
+        self.like = np.zeros(0, self.dtype)   # carries the dtype into typed kernels
+        # Strided parameters are updated in a contiguous copy (see the module docstring).
+        self._staged = {i: np.zeros(s.array.shape, self.dtype) for i, s in enumerate(specs)
+                        if not (s.array.flags.c_contiguous or s.array.flags.f_contiguous)}
+        self.tensors[:, PARAM_AT] = [self._staged[i].ctypes.data if i in self._staged
+                                     else s.array.ctypes.data for i, s in enumerate(specs)]
+        # Gradient addresses of ParamBuffer tensors never change: the grad lives
+        # at the same offset in the owner's flat grad array.
+        self._buffer_grad_at = np.array(
+            [s.owner.grad.ctypes.data + (s.array.ctypes.data - s.owner.data.ctypes.data)
+             if s.owner is not None else -1 for s in specs], dtype=np.int64)
+        self._grad_at = np.zeros(len(specs), dtype=np.int64)
+        self._grad_staging: dict[int, np.ndarray] = {}
+        self._skipping = False
+        self._row_slots: dict[int, np.ndarray] = {}
+        self._zeros: np.ndarray | None = None
+        self.kernel = adam_items_parallel if layout.size >= PARALLEL_MIN_ELEMENTS \
+            else adam_items_serial
+
+    def bind_buffer_grads(self) -> None:
+        """Read every gradient from its ParamBuffer grad view."""
+        self.tensors[:, GRAD_AT] = self._buffer_grad_at
+
+    def bind_grads(self, grads: list) -> None:
+        """Read tensor i's gradient from ``grads[i]`` (checked arrays; None where sparse)."""
+        at = self._grad_at
+        orders = self.layout.orders
+        for i, g in enumerate(grads):
+            if g is None:       # sparse this step: the tensor is skipped, never read
+                at[i] = self.tensors[i, PARAM_AT]
+            elif g.flags.c_contiguous if orders[i] == "C" else g.flags.f_contiguous:
+                at[i] = g.ctypes.data
+            else:               # laid out unlike its parameter: copied once per step
+                view = self._grad_staging.get(i)
+                if view is None:
+                    view = self._grad_staging[i] = np.zeros(g.shape, self.dtype, order=orders[i])
+                np.copyto(view, g)
+                at[i] = view.ctypes.data
+        self.tensors[:, GRAD_AT] = at
+
+    def set_skipped(self, indices: list[int]) -> None:
+        """Leave these tensors out of the next ``adam_step`` (their rows are updated apart)."""
+        if indices or self._skipping:
+            self.tensors[:, SKIP] = 0
+            self.tensors[indices, SKIP] = 1
+            self._skipping = bool(indices)
+
+    def begin_step(self) -> None:
+        for i, stage in self._staged.items():
+            np.copyto(stage, self.layout.specs[i].array)
+
+    def end_step(self) -> None:
+        for i, stage in self._staged.items():
+            np.copyto(self.layout.specs[i].array, stage)
+
+    def param_rows(self, i: int) -> np.ndarray:
+        """Tensor ``i``'s parameter as a C-ordered (rows, columns) view, for sparse updates."""
+        p = self._staged.get(i, self.layout.specs[i].array)
+        return p.reshape(p.shape[0], -1) if p.shape[0] else p.reshape(0, 0)
+
+    def row_slots(self, i: int, n_rows: int) -> np.ndarray:
+        slot = self._row_slots.get(i)
+        if slot is None:
+            slot = self._row_slots[i] = np.full(n_rows, -1, dtype=np.int64)
+        return slot
+
+    def zero_rows(self, cols: int) -> np.ndarray:
+        """A zero gradient for a run of untouched rows (at least one row long)."""
+        size = max(WORK_ITEM_ELEMENTS, cols)
+        if self._zeros is None or self._zeros.size < size:
+            self._zeros = np.zeros(size, dtype=self.dtype)
+        return self._zeros
+
+
+# -- launchers (same names and signatures in _cuda) ---------------------------
+def adam_step(plan: Plan, scalars: np.ndarray, grad_scales: np.ndarray, state) -> None:
+    """Update every tensor that is not skipped: one kernel launch."""
+    plan.kernel(plan.items, plan.tensors, scalars, grad_scales, state.m, state.v, state.v_max)
+
+
+def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values: np.ndarray,
+              scale: float, state, lazy: bool) -> None:
+    """Sparse update of tensor ``i``: only ``rows`` (lazy), or every row (dense-equivalent)."""
+    p = plan.param_rows(i)
+    shape = p.shape
+    m, v, v_max = state.views(i)
+    m, v = m.reshape(shape), v.reshape(shape)
+    v_max = v_max.reshape(shape) if v_max is not None else np.zeros((0, shape[1]), plan.dtype)
+    row = scalars[plan.layout.groups[i]]
+    scale = plan.dtype.type(scale)
+    values = values.reshape(len(rows), shape[1])
+    if lazy:
+        adam_rows_lazy_kernel(p, m, v, v_max, rows, values, row, scale)
+        return
+    slot = plan.row_slots(i, shape[0])
+    slot[rows] = np.arange(len(rows))
+    try:
+        adam_rows_dense_kernel(p, m, v, v_max, slot, values, row, scale,
+                               plan.zero_rows(shape[1]))
+    finally:
+        slot[rows] = -1
+
+
+def grad_sum_squares(plan: Plan, item_sums: np.ndarray) -> None:
+    """Per-item float64 sums of squared gradients (tensors that are skipped give 0)."""
+    sum_squares_items(plan.items, plan.tensors, plan.like, item_sums)
+
+
+def clip_scales(plan: Plan, item_sums, extra_sums, clipnorms, global_clipnorm: float,
+                tensor_sums, grad_scales) -> None:
+    """Norm-clipping factors (``_formula.clip_scales``) into ``grad_scales``."""
+    clip_scales_kernel(item_sums, plan.item_tensor, plan.layout.groups,
+                       extra_sums, clipnorms, global_clipnorm, tensor_sums, grad_scales)

@@ -1,16 +1,24 @@
-"""CUDA kernels (numba-cuda) built from the same per-element arithmetic as the CPU.
+"""CUDA backend (numba-cuda), built from the same per-element arithmetic as the CPU.
 
+Twin of ``_cpu``: the same launchers, array helpers and ``Plan`` methods.
 Imported only when CUDA arrays appear.  Parameters live in flat device
-"storages" (a ``ParamBuffer(device="cuda")``'s data, or one plain CUDA array);
+storages (a ``ParamBuffer(device="cuda")``'s data, or one plain CUDA array);
 the tensor table holds each tensor's element offset in its storage, so one
 launch per storage updates every tensor of every group in it.  Blocks take
 work items (grid-stride over items), threads stride within an item, so reads
 and writes are coalesced.
 
-Scalar dtype policy as on the CPU: the per-group table has the buffer's dtype.
+Kernels run on the default stream; numba synchronises on a stream exported
+through ``__cuda_array_interface__`` (v3) when it imports an array, and
+PyTorch's tensors (v2, no stream) are ordered by the default stream.
+
+Scalar dtype policy as on the CPU: the group-scalar table has the buffer's dtype.
 """
 
-import math
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import cuda, float64
@@ -18,9 +26,11 @@ from numba import cuda, float64
 from . import _formula
 from ._config import (
     BETA2, CLIP_VALUE, CUDA_BLOCK_SIZE, DECAY, DENOM_SCALE, EPS, GRAD_SIGN, GROUP, ITEM_BEGIN,
-    ITEM_LENGTH, ITEM_TENSOR, L2, ONE_MINUS_BETA1, ONE_MINUS_BETA2, PARAM_ADDR, SKIP,
-    STATE_OFFSET, STEP_SIZE, VMAX_OFFSET,
+    ITEM_COLUMNS, ITEM_LENGTH, ITEM_TENSOR, L2, ONE_MINUS_BETA1, ONE_MINUS_BETA2, PARAM_AT,
+    SCALAR_COLUMNS, SKIP, STATE_OFFSET, STEP_SIZE, VMAX_OFFSET, WORK_ITEM_ELEMENTS,
 )
+from ._layout import Layout
+from .buffer import address_of
 
 _device = cuda.jit(device=True)
 effective_grad = _device(_formula.effective_grad)
@@ -28,6 +38,7 @@ first_moment = _device(_formula.first_moment)
 second_moment = _device(_formula.second_moment)
 amsgrad_max = _device(_formula.amsgrad_max)
 param_update = _device(_formula.param_update)
+_clip_scales = _device(_formula.clip_scales)
 
 
 @cuda.jit(device=True)
@@ -46,16 +57,16 @@ def update_one(p, pi, g, m, v, si, v_max, vi, row, grad_scale):
 
 
 @cuda.jit
-def adam_step(p, g, items, first_item, last_item, tensors, hyper, grad_scales, m, v, v_max):
+def adam_items(p, g, items, first_item, last_item, tensors, scalars, grad_scales, m, v, v_max):
     """Update items [first_item, last_item) of one storage (flat p and g)."""
     for item in range(first_item + cuda.blockIdx.x, last_item, cuda.gridDim.x):
         t = items[item, ITEM_TENSOR]
         if tensors[t, SKIP] == 0:
             begin = items[item, ITEM_BEGIN]
-            base = tensors[t, PARAM_ADDR] + begin
+            base = tensors[t, PARAM_AT] + begin
             state = tensors[t, STATE_OFFSET] + begin
             vmax = tensors[t, VMAX_OFFSET]
-            row = hyper[tensors[t, GROUP]]
+            row = scalars[tensors[t, GROUP]]
             scale = row[GRAD_SIGN] * grad_scales[t]
             for i in range(cuda.threadIdx.x, items[item, ITEM_LENGTH], cuda.blockDim.x):
                 update_one(p, base + i, g[base + i], m, v, state + i, v_max,
@@ -63,14 +74,14 @@ def adam_step(p, g, items, first_item, last_item, tensors, hyper, grad_scales, m
 
 
 @cuda.jit
-def grad_sum_squares(g, items, first_item, last_item, tensors, out):
+def sum_squares_items(g, items, first_item, last_item, tensors, out):
     """Per-item float64 sums of squared gradients; each block sums its threads in order."""
     partial = cuda.shared.array(CUDA_BLOCK_SIZE, float64)
     for item in range(first_item + cuda.blockIdx.x, last_item, cuda.gridDim.x):
         t = items[item, ITEM_TENSOR]
         total = 0.0
         if tensors[t, SKIP] == 0:
-            base = tensors[t, PARAM_ADDR] + items[item, ITEM_BEGIN]
+            base = tensors[t, PARAM_AT] + items[item, ITEM_BEGIN]
             for i in range(cuda.threadIdx.x, items[item, ITEM_LENGTH], cuda.blockDim.x):
                 x = float64(g[base + i])
                 total += x * x
@@ -85,32 +96,17 @@ def grad_sum_squares(g, items, first_item, last_item, tensors, out):
 
 
 @cuda.jit
-def clip_scales(item_sums, items, tensors, extra_sums, clipnorms, global_clipnorm,
-                tensor_sums, grad_scales):
-    """Norm-clipping factor of every tensor, combined on one thread in a fixed order."""
-    if cuda.grid(1) != 0:
-        return
-    for t in range(tensor_sums.shape[0]):
-        tensor_sums[t] = extra_sums[t]
-    for item in range(items.shape[0]):
-        tensor_sums[items[item, ITEM_TENSOR]] += item_sums[item]
-    total = 0.0
-    for t in range(tensor_sums.shape[0]):
-        total += tensor_sums[t]
-    shared_scale = 1.0
-    if global_clipnorm > 0:
-        shared_scale = global_clipnorm / max(math.sqrt(total), global_clipnorm)
-    for t in range(tensor_sums.shape[0]):
-        scale = shared_scale
-        clipnorm = clipnorms[tensors[t, GROUP]]
-        if clipnorm > 0:
-            scale *= clipnorm / max(math.sqrt(tensor_sums[t]), clipnorm)
-        grad_scales[t] = scale
+def clip_scales_kernel(item_sums, item_tensor, tensor_group, extra_sums, clipnorms,
+                       global_clipnorm, tensor_sums, grad_scales):
+    """``_formula.clip_scales`` on one thread (a fixed order, no host round trip)."""
+    if cuda.grid(1) == 0:
+        _clip_scales(item_sums, item_tensor, tensor_group, extra_sums, clipnorms,
+                     global_clipnorm, tensor_sums, grad_scales)
 
 
 @cuda.jit
-def adam_rows_dense(p, base, m, v, state, v_max, vmax_base, cols, n_rows, row_slot, values,
-                    zero, row, grad_scale):
+def adam_rows_dense_kernel(p, base, m, v, state, v_max, vmax_base, cols, n_rows, row_slot,
+                           values, zero, row, grad_scale):
     """Sparse gradient, dense-equivalent: every element of the table moves."""
     for k in range(cuda.grid(1), n_rows * cols, cuda.gridsize(1)):
         slot = row_slot[k // cols]
@@ -120,7 +116,8 @@ def adam_rows_dense(p, base, m, v, state, v_max, vmax_base, cols, n_rows, row_sl
 
 
 @cuda.jit
-def adam_rows_lazy(p, base, m, v, state, v_max, vmax_base, cols, rows, values, row, grad_scale):
+def adam_rows_lazy_kernel(p, base, m, v, state, v_max, vmax_base, cols, rows, values, row,
+                          grad_scale):
     """Sparse gradient, lazy: only the given rows change."""
     for k in range(cuda.grid(1), rows.shape[0] * cols, cuda.gridsize(1)):
         offset = rows[k // cols] * cols + k % cols
@@ -129,11 +126,188 @@ def adam_rows_lazy(p, base, m, v, state, v_max, vmax_base, cols, rows, values, r
 
 
 def launch_config(work_items: int) -> tuple[int, int]:
-    """(blocks, threads) for a launch over ``work_items`` items (read from _config at call time,
-    so tests can shrink them)."""
+    """(blocks, threads) for a launch over ``work_items`` items (read from _config at call
+    time, so tests can shrink them)."""
     from . import _config
     return max(1, min(work_items, _config.CUDA_MAX_BLOCKS)), _config.CUDA_BLOCK_SIZE
 
 
-def zeros(shape, dtype, stream=0):
-    return cuda.to_device(np.zeros(shape, dtype=dtype), stream=stream)
+# -- arrays ------------------------------------------------------------------
+def zeros(n: int, dtype: np.dtype):
+    return cuda.to_device(np.zeros(max(n, 1), dtype=dtype))[:n]
+
+
+def to_host(array) -> np.ndarray:
+    return array.copy_to_host()
+
+
+def host_view(array) -> np.ndarray:
+    return array.copy_to_host()
+
+
+def copy_from_host(target, host: np.ndarray) -> None:
+    target.copy_to_device(np.ascontiguousarray(host, dtype=target.dtype))
+
+
+def shaped(flat, shape: tuple, order: str):
+    return flat.reshape(shape)
+
+
+def as_device_array(array: Any):
+    """A numba device array viewing a CUDA array (CuPy, PyTorch, numba), zero-copy."""
+    if hasattr(array, "copy_to_host") and hasattr(array, "is_c_contiguous"):
+        return array
+    return cuda.as_cuda_array(array)
+
+
+def as_array(value: Any, label: str):
+    """A gradient as a C-contiguous numba device array; host arrays are refused."""
+    from .buffer import is_cuda_array
+    if not is_cuda_array(value):
+        raise TypeError(f"gradient for {label} must be a CUDA array like its parameter, got "
+                        f"{type(value).__name__}")
+    array = as_device_array(value)
+    if not array.is_c_contiguous():
+        raise ValueError(f"gradient for {label} must be C-contiguous")
+    return array
+
+
+# -- plan ----------------------------------------------------------------------
+@dataclass
+class Storage:
+    """One flat device array of parameters and the gradient array it is read with."""
+
+    p: Any
+    owner: Any            # its ParamBuffer, or None for a plain CUDA array
+    tensors: list
+    g: Any = None
+    first_item: int = 0
+    last_item: int = 0
+
+
+class Plan:
+    """The launch tables of one engine on the GPU (host copies and device copies)."""
+
+    def __init__(self, layout: Layout, dtype: np.dtype) -> None:
+        self.layout = layout
+        self.dtype = np.dtype(dtype)
+        specs = layout.specs
+        self.storages: list[Storage] = []
+        by_owner: dict[int, Storage] = {}
+        offsets = np.zeros(len(specs), dtype=np.int64)
+        for i, spec in enumerate(specs):
+            if spec.owner is None:
+                self.storages.append(Storage(spec.array.reshape(int(layout.numels[i])), None, [i]))
+                continue
+            if id(spec.owner) not in by_owner:
+                by_owner[id(spec.owner)] = Storage(spec.owner.data, spec.owner, [])
+                self.storages.append(by_owner[id(spec.owner)])
+            by_owner[id(spec.owner)].tensors.append(i)
+            offsets[i] = (address_of(spec.array) - address_of(spec.owner.data)) \
+                // self.dtype.itemsize
+        self.storage_of = {i: s for s in self.storages for i in s.tensors}
+        # Items grouped by storage, so each launch covers one consecutive range.
+        rank = {t: r for r, t in enumerate(i for s in self.storages for i in s.tensors)}
+        items = layout.items
+        if len(items):
+            items = items[np.argsort([rank[t] for t in items[:, ITEM_TENSOR]], kind="stable")]
+        for s in self.storages:
+            where = np.flatnonzero(np.isin(items[:, ITEM_TENSOR], s.tensors))
+            s.first_item, s.last_item = (int(where[0]), int(where[-1]) + 1) if where.size else (0, 0)
+        self.items = items
+        self.item_count = max(len(items), 1)
+        self.tensors = layout.tensor_table()
+        self.tensors[:, PARAM_AT] = offsets
+        self.d_tensors = cuda.to_device(self.tensors)
+        padded = items if len(items) else np.zeros((1, ITEM_COLUMNS), np.int64)
+        self.d_items = cuda.to_device(padded)
+        self.d_item_tensor = cuda.to_device(np.ascontiguousarray(padded[:, ITEM_TENSOR]))
+        self.d_tensor_group = cuda.to_device(layout.groups)
+        self.d_scalars = cuda.to_device(np.zeros((layout.n_groups, SCALAR_COLUMNS), self.dtype))
+        self._skipping = False
+
+    def bind_buffer_grads(self) -> None:
+        for s in self.storages:
+            s.g = s.owner.grad
+
+    def bind_grads(self, grads: list) -> None:
+        """Read tensor i's gradient from ``grads[i]`` (checked device arrays; None where sparse)."""
+        for s in self.storages:
+            if s.owner is None:
+                g = grads[s.tensors[0]]
+                s.g = s.p if g is None else g.reshape(s.p.size)
+                continue
+            s.g = s.owner.grad
+            for i in s.tensors:   # gradients of ParamBuffer tensors go into its grad views
+                if grads[i] is not None:
+                    start, n = int(self.tensors[i, PARAM_AT]), int(self.layout.numels[i])
+                    view = s.g[start:start + n].reshape(self.layout.shapes[i])
+                    if address_of(view) != address_of(grads[i]):
+                        view.copy_to_device(grads[i])
+
+    def set_skipped(self, indices: list[int]) -> None:
+        if indices or self._skipping:
+            self.tensors[:, SKIP] = 0
+            self.tensors[indices, SKIP] = 1
+            self.d_tensors.copy_to_device(self.tensors)
+            self._skipping = bool(indices)
+
+    def begin_step(self) -> None:
+        """Nothing to stage: CUDA parameters are C-contiguous."""
+
+    def end_step(self) -> None:
+        """Nothing to stage: CUDA parameters are C-contiguous."""
+
+
+# -- launchers (same names and signatures in _cpu) ----------------------------
+def adam_step(plan: Plan, scalars: np.ndarray, grad_scales, state) -> None:
+    """Update every tensor that is not skipped: one launch per storage."""
+    plan.d_scalars.copy_to_device(scalars)
+    for s in plan.storages:
+        if s.last_item > s.first_item:
+            blocks, threads = launch_config(s.last_item - s.first_item)
+            adam_items[blocks, threads](s.p, s.g, plan.d_items, s.first_item, s.last_item,
+                                        plan.d_tensors, plan.d_scalars, grad_scales,
+                                        state.m, state.v, state.v_max)
+
+
+def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values: np.ndarray,
+              scale: float, state, lazy: bool) -> None:
+    """Sparse update of tensor ``i`` (after ``adam_step``, which uploads the scalars)."""
+    layout = plan.layout
+    n_rows = layout.shapes[i][0]
+    cols = int(layout.numels[i]) // n_rows if n_rows else 0
+    row = plan.d_scalars[int(layout.groups[i])]
+    scale = plan.dtype.type(scale)
+    d_values = cuda.to_device(np.ascontiguousarray(values.reshape(len(rows), cols)))
+    p = plan.storage_of[i].p
+    base, at = int(plan.tensors[i, PARAM_AT]), int(layout.state_offsets[i])
+    vmax_base = int(layout.vmax_offsets[i])
+    if lazy:
+        blocks, threads = launch_config(max(1, len(rows) * cols // WORK_ITEM_ELEMENTS + 1))
+        adam_rows_lazy_kernel[blocks, threads](p, base, state.m, state.v, at, state.v_max,
+                                               vmax_base, cols, cuda.to_device(rows), d_values,
+                                               row, scale)
+        return
+    slot = np.full(n_rows, -1, dtype=np.int64)
+    slot[rows] = np.arange(len(rows))
+    blocks, threads = launch_config(max(1, n_rows * cols // WORK_ITEM_ELEMENTS + 1))
+    adam_rows_dense_kernel[blocks, threads](p, base, state.m, state.v, at, state.v_max,
+                                            vmax_base, cols, n_rows, cuda.to_device(slot),
+                                            d_values, plan.dtype.type(0), row, scale)
+
+
+def grad_sum_squares(plan: Plan, item_sums) -> None:
+    """Per-item float64 sums of squared gradients (tensors that are skipped give 0)."""
+    for s in plan.storages:
+        if s.last_item > s.first_item:
+            blocks, threads = launch_config(s.last_item - s.first_item)
+            sum_squares_items[blocks, threads](s.g, plan.d_items, s.first_item, s.last_item,
+                                               plan.d_tensors, item_sums)
+
+
+def clip_scales(plan: Plan, item_sums, extra_sums, clipnorms, global_clipnorm: float,
+                tensor_sums, grad_scales) -> None:
+    """Norm-clipping factors (``_formula.clip_scales``) into ``grad_scales``, on the device."""
+    clip_scales_kernel[1, 1](item_sums, plan.d_item_tensor, plan.d_tensor_group, extra_sums,
+                             clipnorms, global_clipnorm, tensor_sums, grad_scales)

@@ -1,11 +1,12 @@
-"""One element's Adam arithmetic, written once as plain scalar functions.
+"""The whole update rule: per-element arithmetic, clip factors and per-group scalars.
 
-The CPU backend compiles these with ``njit(inline="always")`` and the CUDA
-backend with ``cuda.jit(device=True)``, so both targets run the same
-arithmetic.  Every constant arrives as an argument in the buffer's dtype: a
-Python literal would promote float32 loops to float64.
+Element functions are plain scalar Python.  The CPU backend compiles them with
+``njit(inline="always")`` and the CUDA backend with ``cuda.jit(device=True)``,
+so both targets run the same arithmetic.  Every constant arrives as an
+argument in the buffer's dtype: a Python literal would promote float32 loops
+to float64.
 
-One parameterisation covers every supported rule:
+One parameterisation covers every supported rule (torch, Keras, MLX):
 
 * gradient:  ``g = clip(g, c) * grad_scale + l2 * p``: Keras' clipvalue clamp,
   then one factor holding maximize's sign and any norm clipping, then torch's
@@ -18,10 +19,14 @@ One parameterisation covers every supported rule:
 1 otherwise.  torch's rule is ``step_size = lr / bc1``, ``denom_scale =
 1 / sqrt(bc2)``; Keras' epsilon-hat rule is ``step_size = lr * sqrt(bc2) / bc1``,
 ``denom_scale = 1``; no bias correction (MLX default) is ``step_size = lr``,
-``denom_scale = 1``.
+``denom_scale = 1``.  :func:`group_scalars` turns a :class:`Rule`, a learning
+rate and a step number into those constants.
 """
 
+from __future__ import annotations
+
 import math
+from dataclasses import dataclass
 
 
 def effective_grad(g, p, grad_scale, l2, limit):
@@ -51,3 +56,81 @@ def param_update(p, m, v_hat, decay, step_size, denom_scale, eps):
 def amsgrad_max(v_max, v):
     """Running maximum of the raw second moment (NaN in ``v`` propagates)."""
     return v_max if v_max >= v else v
+
+
+def clip_scales(item_sums, item_tensor, tensor_group, extra_sums, clipnorms, global_clipnorm,
+                tensor_sums, grad_scales):
+    """Norm-clipping factor of every tensor from per-item float64 sums of squares.
+
+    ``item_tensor[k]`` is work item k's tensor, ``extra_sums`` the sums of
+    tensors whose gradient is sparse this step, ``clipnorms[group]`` a group's
+    per-tensor limit (<= 0: none), ``global_clipnorm`` the joint limit (<= 0:
+    none).  Sums are combined in item order on one thread, so the factors are
+    the same for any thread count, on the CPU and on the GPU.
+    """
+    n = tensor_sums.shape[0]
+    for t in range(n):
+        tensor_sums[t] = extra_sums[t]
+    for k in range(item_sums.shape[0]):
+        tensor_sums[item_tensor[k]] += item_sums[k]
+    shared = 1.0
+    if global_clipnorm > 0:
+        total = 0.0
+        for t in range(n):
+            total += tensor_sums[t]
+        shared = global_clipnorm / max(math.sqrt(total), global_clipnorm)
+    for t in range(n):
+        scale = shared
+        clipnorm = clipnorms[tensor_group[t]]
+        if clipnorm > 0:
+            scale *= clipnorm / max(math.sqrt(tensor_sums[t]), clipnorm)
+        grad_scales[t] = scale
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    """How one parameter group turns gradients into updates (everything but lr and step).
+
+    ``epsilon_hat``: Keras' form (eps added to ``sqrt(v)``, bias corrections
+    folded into the step size); otherwise torch's.  ``bias_correction=False``
+    is MLX's default.  ``clipvalue`` clamps each gradient element (None: off).
+    """
+
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float = 0.0
+    decoupled_weight_decay: bool = False
+    maximize: bool = False
+    epsilon_hat: bool = False
+    bias_correction: bool = True
+    clipvalue: float | None = None
+
+
+def group_scalars(rule: Rule, *, lr: float, step: int) -> tuple[float, ...]:
+    """The group-scalar row (columns in ``_config``) for update number ``step`` (1-based).
+
+    Computed in float64 once per group and step, as torch's for-loop Adam does,
+    so the kernel is left with one sqrt and one division per element.
+    """
+    bc1 = 1.0 - rule.beta1 ** step if rule.bias_correction else 1.0
+    bc2 = 1.0 - rule.beta2 ** step if rule.bias_correction else 1.0
+    if rule.epsilon_hat:   # Keras: alpha = lr * sqrt(bc2) / bc1, eps added to sqrt(v)
+        step_size = lr * math.sqrt(bc2) / bc1
+        denom_scale = 1.0
+    else:                  # torch: lr / bc1, eps added to sqrt(v) / sqrt(bc2)
+        step_size = lr / bc1
+        denom_scale = 1.0 / math.sqrt(bc2)
+    decoupled = rule.decoupled_weight_decay
+    return (
+        -1.0 if rule.maximize else 1.0,
+        0.0 if decoupled else rule.weight_decay,
+        1.0 - lr * rule.weight_decay if decoupled else 1.0,
+        1.0 - rule.beta1,
+        rule.beta2,
+        1.0 - rule.beta2,
+        step_size,
+        denom_scale,
+        rule.eps,
+        math.inf if rule.clipvalue is None else rule.clipvalue,
+    )

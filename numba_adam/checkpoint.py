@@ -1,4 +1,4 @@
-"""Checkpoint files: versioned, checksummed, written atomically, no pickle.
+"""Checkpoint files: logical state, versioned, checksummed, written atomically, no pickle.
 
 Layout (little-endian)::
 
@@ -6,11 +6,19 @@ Layout (little-endian)::
      4 bytes  format version (uint32)
      4 bytes  reserved (0)
      8 bytes  header length H (uint64)
-     H bytes  header: UTF-8 JSON (groups, hyperparameters, schedule configs,
-              step counts, tensor names/shapes/offsets, array directory)
-              then zero padding to a multiple of 64
-     arrays   raw bytes of each flat array, each starting at a multiple of 64
+     H bytes  header: UTF-8 JSON, then zero padding to a multiple of 64
+     arrays   raw bytes of each array, each starting at a multiple of 64
     32 bytes  SHA-256 of everything above
+
+The header (format 2) holds what a reader needs to rebuild the state in any
+memory layout: the optimizer's class and dtype, and per group its
+hyperparameters, schedule config, completed updates and its tensors' names
+and shapes.  The arrays are the logical state per group: ``groups.G.exp_avg``,
+``groups.G.exp_avg_sq`` (and ``groups.G.max_exp_avg_sq`` for AMSGrad,
+``groups.G.params`` with ``save(params=True)``), each the group's tensors back
+to back in C order.  No engine offset is stored, so a new state layout reads
+old files.  Format 1 files (flat engine buffers with per-tensor offsets)
+still load.
 
 Reading parses JSON and raw numbers only, so a file from anyone is safe to
 open: nothing in it is ever executed.  Writing goes to a temporary file in the
@@ -25,17 +33,22 @@ import json
 import os
 import struct
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import __version__
+
 MAGIC = b"NUMBA-ADAM-CKPT\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _PREFIX = struct.Struct("<16sIIQ")
 _DIGEST = 32
 _ALIGN = 64
+_STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
 class CheckpointError(ValueError):
@@ -46,9 +59,45 @@ def _padding(n: int) -> bytes:
     return b"\0" * (-n % _ALIGN)
 
 
+def save(path: str | os.PathLike, state_dict: Mapping[str, Any], *, optimizer: str,
+         dtype: np.dtype, shapes: Sequence[tuple], params: Sequence[np.ndarray] | None = None
+         ) -> None:
+    """Write an optimizer's ``state_dict()`` (and optionally its parameter values) to ``path``.
+
+    Raises:
+        CheckpointError: a group's lr is a plain callable (only
+            ``numba_adam.schedules`` schedules can be stored).
+    """
+    groups, arrays = [], {}
+    state = state_dict["state"]
+    for gi, saved in enumerate(state_dict["param_groups"]):
+        ids = list(saved["params"])
+        schedule = saved.get("lr_schedule")
+        if schedule is not None and not isinstance(schedule, Mapping):
+            raise CheckpointError(
+                f"param_groups[{gi}]['lr'] is a plain callable ({schedule!r}), which cannot be "
+                f"saved; use a numba_adam.schedules schedule or a float lr")
+        names = saved.get("param_names", [None] * len(ids))
+        updates = int(state[ids[0]]["step"]) if ids and ids[0] in state else 0
+        groups.append(dict(
+            hyperparameters={k: v for k, v in saved.items()
+                             if k not in ("params", "param_names", "lr_schedule")},
+            lr_schedule=schedule, updates=updates,
+            tensors=[dict(name=n, shape=list(shapes[i])) for n, i in zip(names, ids)]))
+        if updates > 0:
+            for key in _STATE_KEYS:
+                if key in state[ids[0]]:
+                    arrays[f"groups.{gi}.{key}"] = [state[i][key] for i in ids]
+        if params is not None:
+            arrays[f"groups.{gi}.params"] = [params[i] for i in ids]
+    header = dict(format="numba_adam checkpoint", library_version=__version__,
+                  optimizer=optimizer, dtype=str(np.dtype(dtype)), groups=groups)
+    write_checkpoint(path, header, arrays)
+
+
 def write_checkpoint(path: str | os.PathLike, header: dict[str, Any],
                      arrays: dict[str, list[np.ndarray]]) -> None:
-    """Write ``header`` and named arrays (each a list of pieces written back to back).
+    """Write ``header`` and named arrays (each a list of pieces written back to back, C order).
 
     The header gains an ``arrays`` directory: name -> dtype, element count and
     byte offset after the header.
@@ -57,7 +106,7 @@ def write_checkpoint(path: str | os.PathLike, header: dict[str, Any],
     directory, offset = {}, 0
     for name, pieces in arrays.items():
         dtype = np.result_type(*pieces) if pieces else np.dtype(np.float32)
-        count = int(sum(p.size for p in pieces))
+        count = int(sum(np.size(p) for p in pieces))
         directory[name] = dict(dtype=dtype.newbyteorder("<").str, count=count, offset=offset)
         offset += count * dtype.itemsize
         offset += -offset % _ALIGN
@@ -83,7 +132,7 @@ def write_checkpoint(path: str | os.PathLike, header: dict[str, Any],
                 dtype = np.dtype(directory[name]["dtype"])
                 written = 0
                 for piece in pieces:
-                    flat = np.ascontiguousarray(piece.ravel(order="K"), dtype=dtype)
+                    flat = np.ascontiguousarray(np.asarray(piece).ravel(order="C"), dtype=dtype)
                     put(memoryview(flat).cast("B"))
                     written += flat.nbytes
                 put(_padding(written))
@@ -101,6 +150,8 @@ def write_checkpoint(path: str | os.PathLike, header: dict[str, Any],
 def _not_serialisable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, tuple):
+        return list(value)
     raise ValueError(f"{value!r} ({type(value).__name__}) cannot be stored in a checkpoint")
 
 
@@ -117,8 +168,8 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read and verify a checkpoint; returns (header, name -> read-only flat array).
+def read_checkpoint(path: str | os.PathLike) -> tuple[int, dict[str, Any], dict[str, np.ndarray]]:
+    """Read and verify a checkpoint; returns (format version, header, name -> read-only array).
 
     Raises:
         CheckpointError: missing, truncated, corrupted, foreign or newer-format file.
@@ -133,34 +184,45 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
             raise CheckpointError(f"{path} is truncated ({len(data)} bytes)")
         raise CheckpointError(f"{path} is not a numba_adam checkpoint (wrong magic bytes)")
     _, version, _, header_len = _PREFIX.unpack_from(data)
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(f"{path} has checkpoint format version {version}; this numba_adam "
-                              f"reads version {FORMAT_VERSION}")
+                              f"reads versions {list(READABLE_VERSIONS)}")
     body = memoryview(data)[:-_DIGEST]
     if hashlib.sha256(body).digest() != data[-_DIGEST:]:
         raise CheckpointError(f"{path} is corrupted or truncated (checksum mismatch)")
     start = _PREFIX.size
     try:
         header = json.loads(bytes(body[start:start + header_len]))
-    except (UnicodeDecodeError, ValueError) as exc:
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"{path} has an unreadable header: {exc}") from None
     base = start + header_len
     base += -base % _ALIGN
     arrays = {}
-    for name, entry in header.get("arrays", {}).items():
+    directory = header.get("arrays", {})
+    if not isinstance(directory, dict):
+        raise CheckpointError(f"{path} has a malformed array directory")
+    for name, entry in directory.items():
         try:
             dtype = np.dtype(entry["dtype"])
             if dtype.kind != "f":
-                raise TypeError(dtype)
-            count, offset = int(entry["count"]), int(entry["offset"])
-            end = base + offset + count * dtype.itemsize
-            if offset < 0 or count < 0 or end > len(body):
+                raise TypeError(f"dtype {dtype} is not a float type")
+            count, offset = _whole(entry["count"]), _whole(entry["offset"])
+            if base + offset + count * dtype.itemsize > len(body):
                 raise ValueError("out of bounds")
             # read-only views of the file's bytes: callers copy what they keep
             arrays[name] = np.frombuffer(body, dtype=dtype, count=count, offset=base + offset)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise CheckpointError(f"{path} has a bad entry for array {name!r}: {exc}") from None
-    return header, arrays
+    return version, header, arrays
+
+
+def _whole(value: Any) -> int:
+    """A non-negative JSON integer (bools and floats refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -178,30 +240,55 @@ class Checkpoint:
     dtype: np.dtype
     groups: list[dict[str, Any]]
     arrays: dict[str, np.ndarray]
+    version: int = FORMAT_VERSION
+    _where: dict = field(default_factory=dict, repr=False)   # (array, i) -> (name, start, order)
 
     @property
     def tensors(self) -> list[dict[str, Any]]:
         return [t for g in self.groups for t in g["tensors"]]
 
     def tensor(self, array: str, i: int) -> np.ndarray | None:
-        """Tensor ``i``'s slice of a flat array ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "params")."""
-        t = self.tensors[i]
-        flat = self.arrays.get(array)
-        offset = t.get("vmax_offset" if array == "max_exp_avg_sq" else "offset", -1)
-        if flat is None or offset < 0:
+        """Tensor ``i``'s values of ``array`` ("exp_avg", "exp_avg_sq", "max_exp_avg_sq",
+        "params"), shaped like the parameter; None where the file has none."""
+        where = self._where.get((array, i))
+        if where is None:
             return None
-        n = int(np.prod(t["shape"], dtype=np.int64))
-        if offset + n > flat.size:
-            raise CheckpointError(f"{self.path}: tensor {i} lies outside array {array!r}")
-        return flat[offset:offset + n].reshape(t["shape"], order=t["order"])
+        name, start, order = where
+        flat = self.arrays.get(name)
+        shape = self.tensors[i]["shape"]
+        n = int(np.prod(shape, dtype=np.int64))
+        if flat is None:
+            return None
+        if start + n > flat.size:
+            raise CheckpointError(f"{self.path}: tensor {i} lies outside array {name!r}")
+        return flat[start:start + n].reshape(shape, order=order)
 
     @property
     def params(self) -> list[np.ndarray] | None:
-        if "params" not in self.arrays:
+        if not any(key == "params" for key, _ in self._where):
             return None
         return [self.tensor("params", i) for i in range(len(self.tensors))]
 
+    def check_fits(self, group_sizes: Sequence[int], names: Sequence[str | None],
+                   shapes: Sequence[tuple]) -> None:
+        """Raise CheckpointError unless this file was saved from a model laid out like this."""
+        if len(self.groups) != len(group_sizes):
+            raise CheckpointError(f"{self.path} holds {len(self.groups)} parameter groups, this "
+                                  f"optimizer has {len(group_sizes)}")
+        for gi, (saved, size) in enumerate(zip(self.groups, group_sizes)):
+            if len(saved["tensors"]) != size:
+                raise CheckpointError(f"{self.path}: group {gi} holds {len(saved['tensors'])} "
+                                      f"parameters, this optimizer's has {size}")
+        for i, (saved, name, shape) in enumerate(zip(self.tensors, names, shapes)):
+            if saved["name"] is not None and name is not None and saved["name"] != name:
+                raise CheckpointError(f"{self.path}: parameter {i} is {saved['name']!r} in the "
+                                      f"file but {name!r} here")
+            if tuple(saved["shape"]) != tuple(shape):
+                raise CheckpointError(f"{self.path}: parameter {name or i!r} has shape "
+                                      f"{tuple(saved['shape'])} in the file, {tuple(shape)} here")
+
     def state_dict(self) -> dict[str, Any]:
+        """The torch-layout state_dict (arrays are read-only views of the file)."""
         state, groups, index = {}, [], 0
         for group in self.groups:
             ids = list(range(index, index + len(group["tensors"])))
@@ -216,12 +303,59 @@ class Checkpoint:
             if group["updates"] > 0:
                 for i in ids:
                     entry = {"step": group["updates"]}
-                    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                    for key in _STATE_KEYS:
                         value = self.tensor(key, i)
                         if value is not None:
                             entry[key] = value
                     state[i] = entry
         return {"state": state, "param_groups": groups}
+
+
+def _locations(version: int, groups: list[dict], arrays: Mapping[str, np.ndarray]) -> dict:
+    """Where each tensor's values of each array are: (array name, element start, order)."""
+    where = {}
+    i = 0
+    for gi, group in enumerate(groups):
+        start = 0
+        for t in group["tensors"]:
+            n = int(np.prod(t["shape"], dtype=np.int64))
+            for key in _STATE_KEYS + ("params",):
+                if version >= 2:
+                    if f"groups.{gi}.{key}" in arrays:
+                        where[(key, i)] = (f"groups.{gi}.{key}", start, "C")
+                else:   # format 1: flat engine buffers, offsets per tensor
+                    offset = _whole_or_none(t.get("vmax_offset" if key == "max_exp_avg_sq"
+                                                  else "offset", -1))
+                    if key in arrays and offset is not None:
+                        where[(key, i)] = (key, offset, t["order"])
+            start += n
+            i += 1
+    return where
+
+
+def _whole_or_none(value: Any) -> int | None:
+    if value == -1:
+        return None
+    return _whole(value)
+
+
+def _check_group(group: Any, version: int) -> dict[str, Any]:
+    if not isinstance(group, dict) or not isinstance(group.get("hyperparameters"), dict):
+        raise ValueError(f"a group must be an object with hyperparameters, got {group!r:.80}")
+    updates = group["updates"]
+    group["updates"] = _whole(updates)
+    if not isinstance(group["tensors"], list):
+        raise ValueError("a group's tensors must be a list")
+    for t in group["tensors"]:
+        if not isinstance(t, dict) or not isinstance(t["shape"], list):
+            raise ValueError(f"bad tensor entry {t!r:.80}")
+        t["shape"] = tuple(_whole(s) for s in t["shape"])
+        if t.get("name") is not None and not isinstance(t["name"], str):
+            raise ValueError(f"a tensor name must be a string, got {t['name']!r:.80}")
+        t.setdefault("name", None)
+        if version == 1 and t.get("order") not in ("C", "F"):
+            raise ValueError(f"bad memory order {t.get('order')!r}")
+    return group
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -237,16 +371,16 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         >>> ckpt.groups[0]["updates"], ckpt.params[0].round(3).tolist()
         (1, [-0.1, -0.1, -0.1])
     """
-    header, arrays = read_checkpoint(path)
+    version, header, arrays = read_checkpoint(path)
     try:
         groups = header["groups"]
-        for group in groups:
-            group["updates"] = int(group["updates"])
-            for t in group["tensors"]:
-                t["shape"] = tuple(int(s) for s in t["shape"])
-                if t["order"] not in ("C", "F"):
-                    raise ValueError(f"bad memory order {t['order']!r}")
-        return Checkpoint(Path(path), str(header["optimizer"]), np.dtype(header["dtype"]),
-                          groups, arrays)
-    except (KeyError, TypeError, ValueError) as exc:
+        if not isinstance(groups, list):
+            raise ValueError("groups must be a list")
+        groups = [_check_group(g, version) for g in groups]
+        dtype = np.dtype(header["dtype"])
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype {dtype} is not float32 or float64")
+        return Checkpoint(Path(path), str(header["optimizer"]), dtype, groups, arrays, version,
+                          _locations(version, groups, arrays))
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise CheckpointError(f"{path} has a malformed header: {exc!r}") from None

@@ -14,12 +14,12 @@ def kernel_cache_status() -> str:
     """Whether compiled kernels are in Numba's on-disk cache ("warm") or not ("cold")."""
     from . import _cpu
     found = []
-    for kernel in (_cpu.adam_step_serial, _cpu.adam_step_parallel):
+    for kernel in (_cpu.adam_items_serial, _cpu.adam_items_parallel):
         cache_dir = Path(kernel._cache._cache_path)
         stem = f"_cpu.{kernel.py_func.__name__}-"
         found.append(any(p.name.startswith(stem) and p.suffix == ".nbi"
                          for p in cache_dir.glob("*.nbi")))
-    where = _cpu.adam_step_parallel._cache._cache_path
+    where = _cpu.adam_items_parallel._cache._cache_path
     state = "warm" if all(found) else ("partly warm" if any(found) else "cold")
     return f"{state} ({where})"
 

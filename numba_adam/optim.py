@@ -1,74 +1,67 @@
-"""PyTorch-style optimizers over the flat engine: ``Adam`` and ``AdamW``."""
+"""PyTorch-style optimizers over the engine: ``Optimizer``, ``Adam`` and ``AdamW``.
+
+This module builds parameter groups and steps them.  The torch-layout
+state_dict lives in ``_state_dict``, the file format in ``checkpoint``.
+"""
 
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from . import __version__
-from ._engine import CudaEngine, Engine, TensorSpec, as_device_array, group_scalars
+from . import _checks, _state_dict, checkpoint
+from ._engine import Engine
+from ._formula import Rule, group_scalars
+from ._layout import TensorSpec
+from ._state import TensorState
 from .buffer import ParamBuffer, address_of, check_float_dtype, is_cuda_array, owner_of
-from .checkpoint import CheckpointError, load_checkpoint, write_checkpoint
-from .schedules import Schedule, from_config as schedules_from_config
 
-# Group keys torch writes into its state_dict that have no meaning here.
-_TORCH_ONLY_KEYS = frozenset({"foreach", "fused", "capturable", "differentiable", "initial_lr"})
 _BOOL_KEYS = ("amsgrad", "maximize", "decoupled_weight_decay", "epsilon_hat", "bias_correction",
               "lazy_sparse")
 _CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
-
-
-def _check_real(name: str, value: Any, low: float, high: float | None = None,
-                high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value < low or (high is not None and (
-            value >= high if high_open else value > high)):
-        bound = "" if high is None else (f", {high})" if high_open else f", {high}]")
-        expect = f"in [{low}{bound}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {expect}, got {value!r}")
-    return value
+_REQUIRED_KEYS = ("lr", "betas", "eps")
 
 
 def check_hyperparameter(key: str, value: Any) -> Any:
     """Validate and normalise one group hyperparameter; other keys pass unchanged.
 
     One helper serves the constructors, ``add_param_group``, edits of
-    ``param_groups[i][key]`` and ``load_state_dict``.
+    ``param_groups[i][key]``, ``load_state_dict`` and the front-ends.
     """
     if key == "lr":
-        if callable(value):
-            return value
-        return _check_real("lr", value, 0.0)
+        return value if callable(value) else _checks.real("lr", value, low=0.0)
     if key == "betas":
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {value!r}")
-        return tuple(_check_real(f"betas[{i}]", b, 0.0, 1.0, high_open=True)
+        return tuple(_checks.real(f"betas[{i}]", b, low=0.0, high=1.0, high_open=True)
                      for i, b in enumerate(value))
-    if key == "eps":
-        return _check_real("eps", value, 0.0)
-    if key in ("weight_decay", "decay"):
-        return _check_real(key, value, 0.0)
+    if key in ("eps", "weight_decay", "decay"):
+        return _checks.real(key, value, low=0.0)
     if key in _CLIP_KEYS:
         if value is None:
             return None
-        value = _check_real(key, value, 0.0)
+        value = _checks.real(key, value, low=0.0)
         if value <= 0:
             raise ValueError(f"{key} must be > 0 (or None for no clipping), got {value!r}")
         return value
     if key in _BOOL_KEYS:
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{key} must be True or False, got {value!r}")
-        return bool(value)
+        return _checks.boolean(key, value)
     return value
+
+
+def rule_of(group: Mapping[str, Any]) -> Rule:
+    """The update rule a group's options describe (options it lacks take their defaults)."""
+    beta1, beta2 = group["betas"]
+    return Rule(beta1=beta1, beta2=beta2, eps=group["eps"],
+                weight_decay=group.get("weight_decay", 0.0),
+                decoupled_weight_decay=group.get("decoupled_weight_decay", False),
+                maximize=group.get("maximize", False), epsilon_hat=group.get("epsilon_hat", False),
+                bias_correction=group.get("bias_correction", True),
+                clipvalue=group.get("clipvalue"))
 
 
 class ParamGroup(dict):
@@ -85,28 +78,39 @@ class ParamGroup(dict):
         super().__init__()
         self._on_change = on_change
         self.schedule: Callable[[int], float] | None = None
-        self.updates = 0
+        self._updates = 0
         for key, value in values.items():
             self._set(key, value)
 
+    @property
+    def updates(self) -> int:
+        """Completed updates of this group (the step count of its state)."""
+        return self._updates
+
     def _set(self, key: str, value: Any) -> None:
         value = check_hyperparameter(key, value)
+        schedule = self.schedule
         if key == "lr":
-            self.schedule = value if callable(value) else None
-            if self.schedule is not None:
-                value = self.scheduled_lr()
+            schedule = value if callable(value) else None
+            if schedule is not None:
+                value = _scheduled_lr(schedule, self._updates)
         dict.__setitem__(self, key, value)
+        if key == "lr":
+            self.schedule = schedule
 
-    def scheduled_lr(self) -> float:
-        """The schedule's learning rate for the next update (completed updates so far)."""
-        return _check_real("lr (from the schedule)", self.schedule(self.updates), 0.0)
+    def next_lr(self) -> float:
+        """The learning rate of the next update (the schedule's at the completed updates)."""
+        return self["lr"] if self.schedule is None else _scheduled_lr(self.schedule, self._updates)
 
-    def show_scheduled_lr(self) -> None:
-        """Refresh ``self["lr"]`` after an update; a bad value is reported by the next step."""
-        try:
-            dict.__setitem__(self, "lr", float(self.schedule(self.updates)))
-        except Exception:
-            dict.__setitem__(self, "lr", math.nan)
+    def _set_updates(self, count: int) -> None:
+        """Record completed updates and show the schedule's next value in ``self["lr"]``."""
+        self._updates = count
+        if self.schedule is not None:
+            try:
+                value = float(self.schedule(count))
+            except Exception:   # reported by the next step, which evaluates it again
+                value = math.nan
+            dict.__setitem__(self, "lr", value)
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key == "params":
@@ -115,7 +119,13 @@ class ParamGroup(dict):
         self._on_change(key)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        for key, value in dict(*args, **kwargs).items():
+        """Set several keys: all are checked first, so a bad one changes none."""
+        new = dict(*args, **kwargs)
+        if "params" in new:
+            raise KeyError("a group's params cannot be replaced; use add_param_group")
+        for key, value in new.items():
+            check_hyperparameter(key, value)
+        for key, value in new.items():
             self[key] = value
 
     def setdefault(self, key: str, default: Any = None) -> Any:
@@ -130,14 +140,11 @@ class ParamGroup(dict):
         return dict, (dict(self),)
 
 
-def _to_numpy(value: Any) -> np.ndarray:
-    """NumPy array from an array, scalar or PyTorch tensor (state_dict import)."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
+def _scheduled_lr(schedule: Callable[[int], float], updates: int) -> float:
+    return _checks.real("lr (from the schedule)", schedule(updates), low=0.0)
 
 
-def _split_params(params: Any, where: str) -> tuple[list[np.ndarray], list[str | None]]:
+def _split_params(params: Any, where: str) -> tuple[list[Any], list[str | None]]:
     """Arrays and names (None where unnamed) from a ParamBuffer, dict, array list or array."""
     if isinstance(params, ParamBuffer):
         return params.values(), list(params.names)
@@ -152,86 +159,92 @@ def _split_params(params: Any, where: str) -> tuple[list[np.ndarray], list[str |
     return arrays, [None] * len(arrays)
 
 
-class Optimizer:
-    """Base of the PyTorch-style optimizers: param groups, step, state_dict.
+def _as_parameter(array: Any, label: str, dtype: np.dtype | None, on_gpu: bool | None) -> Any:
+    """Check one parameter (any writeable float array, or a C-contiguous CUDA array)."""
+    device = is_cuda_array(array)
+    if device:
+        from ._cuda import as_device_array
+        array = as_device_array(array)
+    elif not isinstance(array, np.ndarray):
+        raise TypeError(f"parameter {label} must be a NumPy or CUDA array (it is updated in "
+                        f"place), got {type(array).__name__}")
+    check_float_dtype(array.dtype, f"parameter {label}")
+    if dtype is not None and array.dtype != dtype:
+        raise TypeError(f"parameter {label} has dtype {array.dtype} but earlier parameters are "
+                        f"{dtype}; use one optimizer per dtype")
+    if on_gpu is not None and device != on_gpu:
+        raise TypeError(f"parameter {label} is on the {'GPU' if device else 'CPU'} but earlier "
+                        f"parameters are not; use one optimizer per device")
+    if device and not array.is_c_contiguous():
+        raise ValueError(f"CUDA parameter {label} must be C-contiguous")
+    if not device and not array.flags.writeable:
+        raise ValueError(f"parameter {label} is read-only")
+    return array
 
-    Subclasses give ``defaults``: the group keys and their default values.
+
+class Optimizer:
+    """Base of the optimizers: param groups, one fused step, state_dict and checkpoints.
+
+    ``defaults`` gives the group keys and their default values: ``lr``,
+    ``betas`` and ``eps`` at least, and any of ``weight_decay``,
+    ``decoupled_weight_decay``, ``amsgrad``, ``maximize``, ``epsilon_hat``
+    (Keras' epsilon placement), ``bias_correction``, ``clipnorm``,
+    ``clipvalue`` and ``lazy_sparse``.  ``Adam``/``AdamW`` use torch's keys;
+    the Keras and MLX front-ends add their own.
     """
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        missing = [k for k in _REQUIRED_KEYS if k not in defaults]
+        if missing:
+            raise TypeError(f"optimizer defaults need {list(_REQUIRED_KEYS)}, missing {missing}")
         self.defaults = {k: check_hyperparameter(k, v) for k, v in defaults.items()}
         self.param_groups: list[ParamGroup] = []
         self._specs: list[TensorSpec] = []
         self._names: list[str | None] = []
-        self._dtype: np.dtype | None = None
+        self._global_clipnorm: float | None = None
         if isinstance(params, (ParamBuffer, Mapping, np.ndarray)):
             groups = [{"params": params}]
         elif isinstance(params, Iterable) and not isinstance(params, (str, bytes)):
             params = list(params)
             if not params:
                 raise ValueError("optimizer got an empty parameter list")
-            groups = params if params and all(isinstance(p, Mapping) for p in params) \
+            groups = params if all(isinstance(p, Mapping) for p in params) \
                 else [{"params": params}]
         else:
             raise TypeError(f"params must be a ParamBuffer, a dict name -> array, a list of "
                             f"arrays or a list of group dicts, got {type(params).__name__}")
-        prepared = []
-        for g in groups:
-            prepared.append(self._prepare_group(g, prepared))
-        for group, specs, names in prepared:
-            self._commit_group(group, specs, names)
+        prepared: list = []
+        for group in groups:
+            prepared.append(self._prepare_group(group, prepared))
+        for values, specs, names in prepared:
+            self._commit_group(values, specs, names)
         self._engine = self._new_engine()
 
     # -- building ---------------------------------------------------------
-    def _prepare_group(self, group: Mapping[str, Any], pending: list) -> tuple:
+    def _prepare_group(self, group: Any, pending: list) -> tuple:
         """Check a group dict and its arrays; return it without changing the optimizer."""
         if not isinstance(group, Mapping) or "params" not in group:
-            raise TypeError(f"a parameter group must be a dict with a 'params' entry, got {group!r}")
+            raise TypeError(f"a parameter group must be a dict with a 'params' entry, got "
+                            f"{group!r}")
         gi = len(self.param_groups) + len(pending)
         arrays, names = _split_params(group["params"], f"param_groups[{gi}]['params']")
         if not arrays:
             raise ValueError(f"param_groups[{gi}] has no parameters")
         values = {k: check_hyperparameter(k, v) for k, v in group.items() if k != "params"}
-        for key, default in self.defaults.items():
-            values.setdefault(key, default)
-        first = self._specs[0] if self._specs else (pending[0][1][0] if pending else None)
-        dtype = np.dtype(first.array.dtype) if first is not None else None
-        device = is_cuda_array(first.array) if first is not None else None
+        values = {**self.defaults, **values}
+        earlier = self._specs + [s for _, specs, _ in pending for s in specs]
+        dtype = np.dtype(earlier[0].array.dtype) if earlier else None
+        on_gpu = is_cuda_array(earlier[0].array) if earlier else None
         specs = []
         for j, (array, name) in enumerate(zip(arrays, names)):
             label = repr(name) if name is not None else f"param_groups[{gi}]['params'][{j}]"
-            on_device = is_cuda_array(array)
-            if on_device:
-                array = as_device_array(array)
-            elif not isinstance(array, np.ndarray):
-                raise TypeError(f"parameter {label} must be a NumPy or CUDA array (it is "
-                                f"updated in place), got {type(array).__name__}")
-            check_float_dtype(array.dtype, f"parameter {label}")
-            if dtype is None:
-                dtype = np.dtype(array.dtype)
-            elif array.dtype != dtype:
-                raise TypeError(f"parameter {label} has dtype {array.dtype} but earlier "
-                                f"parameters are {dtype}; use one optimizer per dtype")
-            earlier_device = device if device is not None else on_device
-            if on_device != earlier_device:
-                raise TypeError(f"parameter {label} is on the {'GPU' if on_device else 'CPU'} "
-                                f"but earlier parameters are not; use one optimizer per device")
-            device = on_device
-            if on_device:
-                if not array.is_c_contiguous():
-                    raise ValueError(f"CUDA parameter {label} must be C-contiguous")
-            else:
-                if not array.flags.writeable:
-                    raise ValueError(f"parameter {label} is read-only")
-                if not (array.flags.c_contiguous or array.flags.f_contiguous):
-                    raise ValueError(f"parameter {label} is not contiguous in memory; copy it "
-                                     f"into a ParamBuffer (or np.ascontiguousarray) first")
-            owner = owner_of(array)
+            array = _as_parameter(array, label, dtype, on_gpu)
+            dtype, on_gpu = np.dtype(array.dtype), is_cuda_array(array)
+            owner = owner_of(array) if on_gpu or _contiguous(array) else None
             if name is None and owner is not None:
                 name = names[j] = owner.name_of(array)
                 label = repr(name) if name is not None else label
             specs.append(TensorSpec(array, gi, owner, label))
-        earlier = self._specs + [s for _, ss, _ in pending for s in ss]
         _check_no_overlap(earlier + specs)
         return values, specs, names
 
@@ -240,24 +253,38 @@ class Optimizer:
             {"params": [s.array for s in specs], **values}, self._on_group_change))
         self._specs.extend(specs)
         self._names.extend(names)
-        if self._dtype is None:
-            self._dtype = np.dtype(specs[0].array.dtype)
         self._name_index = {n: i for i, n in enumerate(self._names) if n is not None}
+        self._options_stale = True
 
     def _new_engine(self) -> Engine:
         self._zero_spans = _grad_spans(self._specs)
-        engine = CudaEngine if is_cuda_array(self._specs[0].array) else Engine
-        return engine(self._specs, [bool(g["amsgrad"]) for g in self.param_groups], self._dtype)
-
-    def _relayout(self) -> None:
-        """Rebuild the engine after parameters or AMSGrad settings changed, keeping state."""
-        old = self._engine
-        self._engine = self._new_engine()
-        self._engine.copy_state_from(old, {i: i for i in range(len(old.specs))})
         self._layout_stale = False
+        return Engine(self._specs, [bool(g.get("amsgrad", False)) for g in self.param_groups],
+                      np.dtype(self._specs[0].array.dtype),
+                      "cuda" if is_cuda_array(self._specs[0].array) else "cpu")
 
-    _layout_stale = False
-    _global_clipnorm: float | None = None
+    def _rebuild_engine(self) -> None:
+        """A new engine after parameters or AMSGrad settings changed; the state carries over."""
+        old = self._engine
+        states = [old.state.read(i) for i in range(len(old))]
+        self._engine = self._new_engine()
+        for i, state in enumerate(states):
+            self._engine.state.write(i, state)
+
+    def _on_group_change(self, key: str) -> None:
+        self._options_stale = True
+        if key == "amsgrad":
+            self._layout_stale = True
+
+    def _refresh_options(self) -> None:
+        """Per-group rules, clip limits and sparse modes, rebuilt only after an edit."""
+        groups = self.param_groups
+        self._rules = [rule_of(g) for g in groups]
+        clipnorms = [g.get("clipnorm") for g in groups]
+        self._clipnorms = (np.array([-1.0 if c is None else c for c in clipnorms])
+                           if any(c is not None for c in clipnorms) else None)
+        self._lazy = [bool(g.get("lazy_sparse", False)) for g in groups]
+        self._options_stale = False
 
     @property
     def global_clipnorm(self) -> float | None:
@@ -268,15 +295,11 @@ class Optimizer:
     def global_clipnorm(self, value: float | None) -> None:
         self._global_clipnorm = check_hyperparameter("global_clipnorm", value)
 
-    def _on_group_change(self, key: str) -> None:
-        if key == "amsgrad":
-            self._layout_stale = True
-
     def add_param_group(self, param_group: Mapping[str, Any]) -> None:
         """Add a group of parameters (with its own hyperparameters) to optimise from now on."""
         values, specs, names = self._prepare_group(param_group, [])
         self._commit_group(values, specs, names)
-        self._relayout()
+        self._rebuild_engine()
 
     # -- stepping ---------------------------------------------------------
     def step(self, grads: Sequence[Any] | Mapping[str, Any] | None = None,
@@ -292,45 +315,39 @@ class Optimizer:
             closure: called first (it may recompute the gradients).
 
         Raises:
-            ValueError/TypeError: wrong number, shape or dtype of gradients;
-                nothing is changed.
+            ValueError/TypeError: wrong number, shape or dtype of gradients, or
+                a schedule that gives an invalid lr; nothing is changed.
         """
         loss = closure() if closure is not None else None
         if self._layout_stale:
-            self._relayout()
+            self._rebuild_engine()
+        if self._options_stale:
+            self._refresh_options()
         engine = self._engine
+        groups = self.param_groups
+        lrs = [group.next_lr() for group in groups]
         keep_alive = None
         if grads is None:
-            engine.use_buffer_grads()
+            engine.bind_buffer_grads()
         else:
-            keep_alive = engine.use_grads(self._align_grads(grads))
-        hyper = engine.hyper
-        groups = self.param_groups
-        for i, group in enumerate(groups):
-            lr = group["lr"] if group.schedule is None else group.scheduled_lr()
-            beta1, beta2 = group["betas"]
-            hyper[i] = group_scalars(
-                group.updates + 1, lr, beta1, beta2, group["eps"], group["weight_decay"],
-                group["maximize"], group["decoupled_weight_decay"],
-                group.get("epsilon_hat", False), group.get("bias_correction", True),
-                group.get("clipvalue"))
-        engine.set_grad_scales([group.get("clipnorm") for group in groups], self._global_clipnorm)
-        engine.launch([group.get("lazy_sparse", False) for group in groups]
-                      if engine.has_sparse_jobs else None)
+            keep_alive = engine.bind_grads(self._align_grads(grads))
+        scalars = engine.group_scalars
+        for i, (group, rule) in enumerate(zip(groups, self._rules)):
+            scalars[i] = group_scalars(rule, lr=lrs[i], step=group.updates + 1)
+        engine.clip_by_norm(self._clipnorms, self._global_clipnorm)
+        engine.launch(self._lazy if engine.has_sparse_jobs else None)
         del keep_alive
         for group in groups:
-            group.updates += 1
-            if group.schedule is not None:
-                group.show_scheduled_lr()
+            group._set_updates(group.updates + 1)
         return loss
 
     def _align_grads(self, grads: Any) -> Sequence[Any]:
         if isinstance(grads, Mapping):
-            missing = [n if n is not None else f"#{i}" for i, n in enumerate(self._names)
-                       if n not in grads]
             unknown = [k for k in grads if k not in self._name_index]
             if unknown:
                 raise ValueError(f"grads has names that are not parameters: {unknown}")
+            missing = [n if n is not None else f"#{i}" for i, n in enumerate(self._names)
+                       if n not in grads]
             if missing:
                 raise ValueError(f"grads is missing gradients for: {missing}")
             return [grads[n] for n in self._names]
@@ -349,165 +366,106 @@ class Optimizer:
         for owner, span in self._zero_spans:
             owner.grad[span] = 0
 
-    # -- state ------------------------------------------------------------
-    def _group_indices(self) -> list[range]:
-        out, start = [], 0
-        for group in self.param_groups:
-            out.append(range(start, start + len(group["params"])))
-            start += len(group["params"])
-        return out
+    # -- what the optimizer holds -------------------------------------------
+    @property
+    def param_names(self) -> list[str | None]:
+        """Each parameter's name (None where unnamed), in group order."""
+        return list(self._names)
 
+    @property
+    def dtype(self) -> np.dtype:
+        """The parameters' dtype (also the dtype of 32-bit state)."""
+        return self._engine.dtype
+
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes of optimizer state held (m, v and AMSGrad's v_max)."""
+        return self._engine.state.nbytes
+
+    def tensor_state(self, index: int) -> TensorState:
+        """Host copies of parameter ``index``'s state (group order), in logical form."""
+        return self._engine.state.read(self._check_index(index))
+
+    def state_views(self, index: int) -> TensorState:
+        """Live views of parameter ``index``'s state (writes go into the optimizer)."""
+        return self._engine.state.views(self._check_index(index))
+
+    def grad_scales(self) -> np.ndarray:
+        """The factor each gradient was multiplied by in the last step (norm clipping; 1: none)."""
+        return self._engine.clip_factors()
+
+    def _check_index(self, index: int) -> int:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or \
+                not 0 <= index < len(self._specs):
+            raise IndexError(f"parameter index must be in [0, {len(self._specs)}), got {index!r}")
+        return int(index)
+
+    # -- state_dict and checkpoints -------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Optimizer state laid out like ``torch.optim.Adam.state_dict()`` (copies).
 
         ``{"state": {i: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq"]}},
         "param_groups": [{hyperparameters..., "params": [i, ...]}]}``; parameters
-        that have not been stepped yet have no state entry, as in torch.
+        that have not been stepped yet have no state entry, as in torch.  A
+        schedule travels as ``lr_schedule`` (its config).
         """
-        state: dict[int, dict[str, Any]] = {}
-        groups = []
-        for gi, (group, indices) in enumerate(zip(self.param_groups, self._group_indices())):
-            if group.updates > 0:
-                for i in indices:
-                    m, v, v_max = self._engine.read_state(i)
-                    entry = {"step": group.updates, "exp_avg": m, "exp_avg_sq": v}
-                    if v_max is not None:
-                        entry["max_exp_avg_sq"] = v_max
-                    state[i] = entry
-            saved = {k: v for k, v in group.items() if k != "params"}
-            if group.schedule is not None:
-                saved["lr_schedule"] = (group.schedule.get_config()
-                                        if isinstance(group.schedule, Schedule) else group.schedule)
-            saved["params"] = list(indices)
-            names = [self._names[i] for i in indices]
-            if any(n is not None for n in names):
-                saved["param_names"] = names
-            groups.append(saved)
-        return {"state": state, "param_groups": groups}
+        return self._export(self._engine.state.read)
+
+    def _export(self, read_state: Callable[[int], TensorState]) -> dict[str, Any]:
+        groups = self.param_groups
+        return _state_dict.export(groups, [g.updates for g in groups], self._names,
+                                  [g.schedule for g in groups], read_state)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore state saved by ``state_dict()`` (ours or torch's Adam/AdamW).
 
         Everything is checked before anything changes: group count, parameters
-        per group, array shapes, hyperparameters and step counts.
+        per group, names, array shapes and kinds, hyperparameters and step counts.
 
         Raises:
             ValueError/TypeError: the state_dict does not fit this optimizer.
         """
-        self._commit_state(*self._prepare_state(state_dict))
+        self._apply(self._check_state_dict(state_dict))
 
-    def _prepare_state(self, state_dict: Mapping[str, Any]) -> tuple:
-        """Check a state_dict against this optimizer; return what to commit."""
-        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
-            raise ValueError("state_dict must be a dict with 'state' and 'param_groups' entries")
-        saved_groups = list(state_dict["param_groups"])
-        saved_state = state_dict["state"]
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"state_dict has {len(saved_groups)} parameter groups, this "
-                             f"optimizer has {len(self.param_groups)}")
-        new_values, new_steps, new_arrays = [], [], {}
-        for gi, (saved, indices) in enumerate(zip(saved_groups, self._group_indices())):
-            saved_ids = list(saved.get("params", []))
-            if len(saved_ids) != len(indices):
-                raise ValueError(f"state_dict group {gi} has {len(saved_ids)} parameters, this "
-                                 f"optimizer's group {gi} has {len(indices)}")
-            values = {}
-            for key, value in saved.items():
-                if key in ("params", "param_names", "lr_schedule") or key in _TORCH_ONLY_KEYS:
-                    continue
-                if key == "lr" and saved.get("lr_schedule") is not None:
-                    continue   # the schedule decides the value
-                if key not in self.param_groups[gi] and key not in self.defaults:
-                    raise ValueError(f"state_dict group {gi} has unknown key {key!r}")
-                if key == "betas" and isinstance(value, (list, tuple)):
-                    value = tuple(_to_numpy(b).item() for b in value)
-                elif hasattr(value, "detach"):   # a torch tensor hyperparameter
-                    value = _to_numpy(value).item()
-                values[key] = check_hyperparameter(key, value)
-            schedule = saved.get("lr_schedule")
-            if schedule is not None:
-                values["lr"] = schedule if callable(schedule) else schedules_from_config(schedule)
-            amsgrad = values.get("amsgrad", self.param_groups[gi]["amsgrad"])
-            present = [pid in saved_state for pid in saved_ids]
-            if any(present) and not all(present):
-                raise ValueError(f"state_dict group {gi} has state for some parameters but "
-                                 f"not others")
-            step = 0
-            if all(present) and present:
-                steps = set()
-                for pid, i in zip(saved_ids, indices):
-                    entry = saved_state[pid]
-                    steps.add(int(round(float(_to_numpy(entry["step"])))))
-                    shape = self._specs[i].array.shape
-                    keys = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if amsgrad else [])
-                    for key in keys:
-                        if key not in entry:
-                            raise ValueError(f"state_dict state[{pid}] has no {key!r}")
-                        array = _to_numpy(entry[key])
-                        if array.shape != shape:
-                            raise ValueError(f"state_dict state[{pid}][{key!r}] has shape "
-                                             f"{array.shape}, parameter "
-                                             f"{self._specs[i].label} has shape {shape}")
-                        new_arrays[(i, key)] = array
-                if len(steps) != 1:
-                    raise ValueError(f"state_dict group {gi} has parameters at different step "
-                                     f"counts {sorted(steps)}; numba_adam steps a group together")
-                step = steps.pop()
-                if step < 0:
-                    raise ValueError(f"state_dict group {gi} has a negative step count {step}")
-            new_values.append(values)
-            new_steps.append(step)
-        return new_values, new_steps, new_arrays
+    def _check_state_dict(self, state_dict: Any) -> _state_dict.Checked:
+        def known(gi: int) -> set:
+            return set(self.param_groups[gi]) | set(self.defaults)
 
-    def _commit_state(self, new_values: list, new_steps: list, new_arrays: dict) -> None:
-        layout = [g["amsgrad"] for g in self.param_groups]
-        for group, values in zip(self.param_groups, new_values):
+        return _state_dict.check(state_dict, self.param_groups, self._names,
+                                 [tuple(s.array.shape) for s in self._specs], self.dtype, known,
+                                 check_hyperparameter)
+
+    def _apply(self, checked: _state_dict.Checked) -> None:
+        """Commit a checked state_dict (nothing in it can fail any more)."""
+        layout = [g.get("amsgrad", False) for g in self.param_groups]
+        for group, values in zip(self.param_groups, checked.group_values):
             for key, value in values.items():
                 group._set(key, value)
-        if layout != [g["amsgrad"] for g in self.param_groups]:
-            self._relayout()
+        self._options_stale = True
+        if layout != [g.get("amsgrad", False) for g in self.param_groups]:
+            self._engine = self._new_engine()
+        empty = TensorState(None, None, None)
         for i in range(len(self._specs)):
-            self._engine.write_state(i, tuple(new_arrays.get((i, key)) for key in
-                                              ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")))
-        for group, step in zip(self.param_groups, new_steps):
-            group.updates = step
-            if group.schedule is not None:
-                group.show_scheduled_lr()
+            self._engine.state.write(i, checked.states.get(i, empty))
+        for group, step in zip(self.param_groups, checked.steps):
+            group._set_updates(step)
 
-    # -- checkpoints ------------------------------------------------------
     def save(self, path: str | os.PathLike, params: bool = False) -> None:
-        """Write the optimizer's state (and with ``params=True`` the parameter values) to ``path``.
+        """Write the optimizer's state (with ``params=True`` the parameter values too) to ``path``.
 
-        The file holds every group's hyperparameters, schedule configs and
-        step counts, and the flat m, v (and v_max) buffers; it is written
-        atomically (see :mod:`numba_adam.checkpoint`).
+        The file holds logical state (see :mod:`numba_adam.checkpoint`) and
+        is written atomically.
 
         Raises:
             CheckpointError: a group's lr is a callable that is not a
                 ``numba_adam.schedules`` schedule (it cannot be stored).
         """
-        engine = self._engine
-        groups = []
-        for gi, (group, indices) in enumerate(zip(self.param_groups, self._group_indices())):
-            schedule = group.schedule
-            if schedule is not None and not isinstance(schedule, Schedule):
-                raise CheckpointError(
-                    f"param_groups[{gi}]['lr'] is a plain callable ({schedule!r}), which cannot be "
-                    f"saved; use a numba_adam.schedules schedule or a float lr")
-            groups.append(dict(
-                hyperparameters={k: v for k, v in group.items() if k != "params"},
-                lr_schedule=schedule.get_config() if schedule is not None else None,
-                updates=group.updates,
-                tensors=[dict(name=self._names[i], shape=list(self._specs[i].array.shape),
-                              order=engine.orders[i], offset=int(engine.state_offsets[i]),
-                              vmax_offset=int(engine.vmax_offsets[i])) for i in indices]))
-        header = dict(format="numba_adam checkpoint", library_version=__version__,
-                      optimizer=type(self).__name__, dtype=str(self._dtype), groups=groups)
-        arrays = {key: [value] for key, value in engine.flat_state().items()}
+        values = None
         if params:
-            arrays["params"] = [s.array if isinstance(s.array, np.ndarray)
-                                else s.array.copy_to_host() for s in self._specs]
-        write_checkpoint(path, header, arrays)
+            values = [s.array if isinstance(s.array, np.ndarray) else s.array.copy_to_host()
+                      for s in self._specs]
+        checkpoint.save(path, self._export(self._engine.state.host_views), optimizer=type(self).__name__, dtype=self.dtype,
+                        shapes=[tuple(s.array.shape) for s in self._specs], params=values)
 
     def load(self, path: str | os.PathLike, params: bool | None = None) -> None:
         """Restore state written by :meth:`save`; nothing changes if the file is refused.
@@ -521,37 +479,31 @@ class Optimizer:
             CheckpointError: unreadable, corrupted or foreign file, or one
                 saved from a different model (groups, names, shapes).
         """
-        ckpt = load_checkpoint(path)
-        tensors = ckpt.tensors
-        if len(ckpt.groups) != len(self.param_groups):
-            raise CheckpointError(f"{path} holds {len(ckpt.groups)} parameter groups, this "
-                                  f"optimizer has {len(self.param_groups)}")
-        for gi, (saved, indices) in enumerate(zip(ckpt.groups, self._group_indices())):
-            if len(saved["tensors"]) != len(indices):
-                raise CheckpointError(f"{path}: group {gi} holds {len(saved['tensors'])} "
-                                      f"parameters, this optimizer's has {len(indices)}")
-        for i, (saved, spec) in enumerate(zip(tensors, self._specs)):
-            name = self._names[i]
-            if saved["name"] is not None and name is not None and saved["name"] != name:
-                raise CheckpointError(f"{path}: parameter {i} is {saved['name']!r} in the file "
-                                      f"but {name!r} here")
-            if tuple(saved["shape"]) != spec.array.shape:
-                raise CheckpointError(f"{path}: parameter {spec.label} has shape "
-                                      f"{tuple(saved['shape'])} in the file, {spec.array.shape} here")
+        ckpt = checkpoint.load_checkpoint(path)
+        ckpt.check_fits([len(g["params"]) for g in self.param_groups], self._names,
+                        [tuple(s.array.shape) for s in self._specs])
         values = ckpt.params if params is not False else None
         if params and values is None:
-            raise CheckpointError(f"{path} holds no parameter values (save with params=True)")
+            raise checkpoint.CheckpointError(f"{path} holds no parameter values (save with "
+                                             f"params=True)")
         try:
-            prepared = self._prepare_state(ckpt.state_dict())
+            checked = self._check_state_dict(ckpt.state_dict())
         except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path} does not fit this optimizer: {exc}") from None
-        self._commit_state(*prepared)
+            raise checkpoint.CheckpointError(f"{path} does not fit this optimizer: {exc}") \
+                from None
+        self._apply(checked)
         if values is not None:
             for spec, value in zip(self._specs, values):
                 if isinstance(spec.array, np.ndarray):
                     np.copyto(spec.array, value, casting="same_kind")
                 else:
                     spec.array.copy_to_device(np.ascontiguousarray(value, spec.array.dtype))
+
+    # -- copies -------------------------------------------------------------
+    def __reduce_ex__(self, protocol: int):
+        raise TypeError(f"{type(self).__name__} cannot be copied or pickled: it updates the "
+                        f"caller's arrays in place. Save its state with state_dict() or "
+                        f"save(path), and load it into a new optimizer over the new arrays")
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -581,14 +533,30 @@ def _grad_spans(specs: list[TensorSpec]) -> list[tuple[ParamBuffer, slice]]:
     return out
 
 
+def _byte_span(array: Any) -> tuple[int, int]:
+    if isinstance(array, np.ndarray):
+        low, high = np.lib.array_utils.byte_bounds(array) if hasattr(np.lib, "array_utils") \
+            else np.byte_bounds(array)
+        return low, high
+    start = address_of(array)
+    return start, start + array.nbytes
+
+
+def _contiguous(array: np.ndarray) -> bool:
+    return array.flags.c_contiguous or array.flags.f_contiguous
+
+
 def _check_no_overlap(specs: list[TensorSpec]) -> None:
     """Raise if two parameters share memory (they would be updated twice)."""
-    spans = sorted((address_of(s.array), address_of(s.array) + s.array.nbytes, s.label)
-                   for s in specs if s.array.nbytes)
-    for (a0, a1, la), (b0, b1, lb) in zip(spans, spans[1:]):
+    spans = sorted((*_byte_span(s.array), k) for k, s in enumerate(specs) if s.array.size)
+    for (a0, a1, i), (b0, b1, j) in zip(spans, spans[1:]):
         if b0 < a1:
-            raise ValueError(f"parameters {la} and {lb} share memory (a parameter may appear "
-                             f"only once across all groups)")
+            a, b = specs[i].array, specs[j].array
+            strided = isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and not (
+                _contiguous(a) and _contiguous(b))
+            if not strided or np.shares_memory(a, b):
+                raise ValueError(f"parameters {specs[i].label} and {specs[j].label} share memory "
+                                 f"(a parameter may appear only once across all groups)")
 
 
 class Adam(Optimizer):
@@ -610,9 +578,10 @@ class Adam(Optimizer):
         params: a ParamBuffer (fastest: no per-tensor work per step), a dict
             name -> array, a list of arrays, or a list of group dicts
             ``{"params": ..., **overrides}``.  Plain arrays must be
-            contiguous, writeable, float32 or float64 (all one dtype); they
-            are updated in place.
-        lr: learning rate (>= 0).
+            writeable, float32 or float64 (all one dtype), and are updated
+            in place; any memory layout works (strided views are staged
+            through a contiguous copy each step).
+        lr: learning rate (>= 0), or a schedule ``step -> lr``.
         betas: decay rates of the moment averages, each in [0, 1).
         eps: added to the denominator (>= 0).
         weight_decay: L2 penalty added to the gradient (>= 0), or decoupled

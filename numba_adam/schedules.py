@@ -65,6 +65,8 @@ import math
 import numbers
 from typing import Any, ClassVar
 
+from . import _checks
+
 __all__ = [
     "Schedule", "constant", "exponential_decay", "inverse_time_decay", "step_decay",
     "piecewise_constant", "polynomial_decay", "cosine_decay", "linear_warmup",
@@ -75,23 +77,12 @@ _REGISTRY: dict[str, type["Schedule"]] = {}
 
 
 def _number(name: str, value: Any, minimum: float | None = None, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite real number, got {value!r}")
-    value = float(value)
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return value
+    return _checks.real(name, value, low=minimum, positive=positive)
 
 
 def _steps(name: str, value: Any, positive: bool = True) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer number of steps, got {value!r}")
-    value = int(value)
-    if value < (1 if positive else 0):
-        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value}")
-    return value
+    return _checks.integer(name, value, low=1 if positive else 0,
+                           what="an integer number of steps")
 
 
 def _step_arg(step: Any) -> int:

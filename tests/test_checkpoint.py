@@ -242,3 +242,48 @@ def test_checkpoint_state_dict_loads_with_load_state_dict(tmp_path):
     train(buf, opt, 1, seed=3)
     train(buf2, opt2, 1, seed=3)
     np.testing.assert_array_equal(buf.data, buf2.data)
+
+
+def _v1_model():
+    """The model and training run tests/data/checkpoint_v1.ckpt was written from (format 1)."""
+    rng = np.random.default_rng(7)
+    buf = numba_adam.ParamBuffer({"w": rng.standard_normal((4, 3)), "b": rng.standard_normal(3)})
+    plain = np.asfortranarray(rng.standard_normal((3, 2)).astype(np.float32))
+    opt = numba_adam.Adam([{"params": [buf["w"], buf["b"]], "amsgrad": True},
+                           {"params": [plain], "lr": schedules.cosine_decay(0.1, 20),
+                            "weight_decay": 0.01}], lr=0.01)
+    return buf, plain, opt
+
+
+def test_format_1_checkpoints_still_load_bit_for_bit():
+    buf, plain, opt = _v1_model()
+    g = np.random.default_rng(8)
+    for _ in range(3):
+        buf.grad[:] = g.standard_normal(buf.size)
+        opt.step([buf.grads["w"], buf.grads["b"], g.standard_normal((3, 2)).astype(np.float32)])
+    buf2, plain2, opt2 = _v1_model()
+    buf2.data[:] = 0
+    plain2[...] = 0
+    path = os.path.join(os.path.dirname(__file__), "data", "checkpoint_v1.ckpt")
+    assert numba_adam.load_checkpoint(path).version == 1
+    opt2.load(path)
+    np.testing.assert_array_equal(buf2.data, buf.data)
+    np.testing.assert_array_equal(plain2, plain)
+    assert_same(buf2, opt2, snapshot(buf, opt))
+
+
+def test_checkpoints_hold_logical_state_not_engine_offsets(tmp_path):
+    buf, opt = make(dict(amsgrad=True))
+    train(buf, opt, 2)
+    opt.save(tmp_path / "a.ckpt")
+    ckpt = numba_adam.load_checkpoint(tmp_path / "a.ckpt")
+    assert ckpt.version == 2
+    for group in ckpt.groups:
+        for t in group["tensors"]:
+            assert set(t) == {"name", "shape"}
+    assert sorted(ckpt.arrays) == [f"groups.{g}.{k}" for g in (0, 1)
+                                   for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")]
+    sd = opt.state_dict()
+    np.testing.assert_array_equal(ckpt.arrays["groups.0.exp_avg"],
+                                  np.concatenate([sd["state"][0]["exp_avg"].ravel(),
+                                                  sd["state"][1]["exp_avg"].ravel()]))

@@ -39,19 +39,22 @@ PTX = textwrap.dedent("""
     for dt in (types.float32, types.float64):
         f1, f2, i1, i2 = dt[::1], dt[:, ::1], types.int64[::1], types.int64[:, ::1]
         kernels = [
-            (_cuda.adam_step, (f1, f1, i2, types.int64, types.int64, i2, f2, f1, f1, f1, f1)),
-            (_cuda.grad_sum_squares, (f1, i2, types.int64, types.int64, i2, types.float64[::1])),
-            (_cuda.clip_scales, (types.float64[::1], i2, i2, types.float64[::1],
-                                 types.float64[::1], types.float64, types.float64[::1], f1)),
-            (_cuda.adam_rows_dense, (f1, types.int64, f1, f1, types.int64, f1, types.int64,
-                                     types.int64, types.int64, i1, f2, dt, f1, dt)),
-            (_cuda.adam_rows_lazy, (f1, types.int64, f1, f1, types.int64, f1, types.int64,
-                                    types.int64, i1, f2, f1, dt)),
+            (_cuda.adam_items, (f1, f1, i2, types.int64, types.int64, i2, f2, f1, f1, f1, f1)),
+            (_cuda.sum_squares_items, (f1, i2, types.int64, types.int64, i2,
+                                       types.float64[::1])),
+            (_cuda.clip_scales_kernel, (types.float64[::1], i1, i1, types.float64[::1],
+                                        types.float64[::1], types.float64, types.float64[::1],
+                                        f1)),
+            (_cuda.adam_rows_dense_kernel, (f1, types.int64, f1, f1, types.int64, f1,
+                                            types.int64, types.int64, types.int64, i1, f2, dt,
+                                            f1, dt)),
+            (_cuda.adam_rows_lazy_kernel, (f1, types.int64, f1, f1, types.int64, f1,
+                                           types.int64, types.int64, i1, f2, f1, dt)),
         ]
         for kernel, sig in kernels:
             ptx, _ = compile_ptx(kernel.py_func, sig, cc=(8, 0))
             assert ".entry" in ptx and "sm_80" in ptx, kernel
-            if kernel is _cuda.adam_step:
+            if kernel is _cuda.adam_items:
                 assert "sqrt.rn" in ptx and "div.rn" in ptx
             print(kernel.py_func.__name__, dt, len(ptx))
 """)

@@ -1,11 +1,13 @@
 """Bad input gets a clear error naming the problem, and changes nothing."""
 
 import copy
+import pickle
 
 import numpy as np
 import pytest
 
 import numba_adam
+from numba_adam.compat import keras
 from cases import BAD_HYPERPARAMETERS
 
 
@@ -93,7 +95,8 @@ def test_step_without_grads_needs_paramBuffer_views():
     ([np.zeros(3, np.int64)], TypeError, r"must be float32 or float64, got int64"),
     ([[1.0, 2.0]], TypeError, r"must be a NumPy or CUDA array"),
     ([np.zeros(3, np.float32), np.zeros(3)], TypeError, r"use one optimizer per dtype"),
-    ([np.zeros((4, 4))[:, 1]], ValueError, r"not contiguous"),
+    ((lambda b: [b[::2], b[2::2]])(np.zeros(6)), ValueError, r"share memory"),
+    ([np.zeros(4, np.float32)[::2], np.zeros(3)], TypeError, r"per dtype"),
     ([], ValueError, r"empty parameter list"),
     (3.0, TypeError, r"params must be"),
     ([{"lr": 0.1}], TypeError, r"'params' entry"),
@@ -141,3 +144,68 @@ def test_params_of_a_group_cannot_be_replaced(stepped):
     opt, _ = stepped
     with pytest.raises(KeyError, match="add_param_group"):
         opt.param_groups[0]["params"] = []
+
+
+@pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy, pickle.dumps],
+                         ids=["copy", "deepcopy", "pickle"])
+def test_copies_of_an_optimizer_are_refused_with_a_pointer_to_state_dict(copier):
+    opt = numba_adam.Adam([np.zeros(3)], lr=0.1)
+    with pytest.raises(TypeError, match=r"cannot be copied or pickled.*state_dict\(\)"):
+        copier(opt)
+    keras_opt = keras.Adam()
+    keras_opt.apply([np.ones(3)], [np.zeros(3)])
+    with pytest.raises(TypeError, match=r"cannot be copied"):
+        copier(keras_opt)
+
+
+def test_group_update_checks_every_value_before_setting_any():
+    opt = numba_adam.Adam([np.zeros(3)], lr=0.1)
+    with pytest.raises(ValueError, match=r"eps must be >= 0.0"):
+        opt.param_groups[0].update(lr=0.5, eps=-1.0)
+    assert opt.param_groups[0]["lr"] == 0.1
+
+
+@pytest.mark.parametrize("step, exc, pattern", [
+    ("5", TypeError, r"whole number"), (2.5, ValueError, r"whole number"),
+    (True, TypeError, r"whole number"), (float("inf"), ValueError, r"whole number"),
+    (-1, ValueError, r">= 0"),
+])
+def test_state_dict_step_counts_are_checked_not_coerced(step, exc, pattern):
+    opt = numba_adam.Adam({"w": np.zeros(3)}, lr=0.1)
+    opt.step({"w": np.ones(3)})
+    before = opt.state_dict()
+    sd = opt.state_dict()
+    sd["state"][0]["step"] = step
+    with pytest.raises(exc, match=pattern):
+        opt.load_state_dict(sd)
+    after = opt.state_dict()
+    assert after["state"][0]["step"] == before["state"][0]["step"] == 1
+    np.testing.assert_array_equal(after["state"][0]["exp_avg"], before["state"][0]["exp_avg"])
+
+
+def test_state_dict_of_other_names_is_refused():
+    rng = np.random.default_rng(0)
+    a = numba_adam.Adam({"enc": np.zeros(3), "dec": np.zeros(3)}, lr=0.1)
+    a.step({"enc": rng.standard_normal(3), "dec": rng.standard_normal(3)})
+    b = numba_adam.Adam({"dec": np.zeros(3), "enc": np.zeros(3)}, lr=0.1)
+    with pytest.raises(ValueError, match=r"parameter 0 is 'enc'.*'dec'"):
+        b.load_state_dict(a.state_dict())
+    assert b.state_dict()["state"] == {}
+
+
+@pytest.mark.parametrize("bad, exc", [
+    (np.array(["a", "b", "c"]), TypeError), (np.array([None, None, None]), TypeError),
+    (np.array([1j, 2j, 3j]), TypeError),
+])
+def test_state_dict_arrays_of_the_wrong_kind_change_nothing(bad, exc):
+    opt = numba_adam.Adam([np.zeros(3), np.zeros(3)], lr=0.1)
+    opt.step([np.ones(3), np.ones(3)])
+    before = opt.state_dict()
+    sd = opt.state_dict()
+    sd["state"][1]["exp_avg"] = bad
+    sd["param_groups"][0]["lr"] = 0.5
+    with pytest.raises(exc, match=r"state\[1\]\['exp_avg'\] must be a real numeric array"):
+        opt.load_state_dict(sd)
+    assert opt.param_groups[0]["lr"] == 0.1
+    np.testing.assert_array_equal(opt.state_dict()["state"][0]["exp_avg"],
+                                  before["state"][0]["exp_avg"])

@@ -156,7 +156,7 @@ def test_global_norm_clipping_is_identical_for_one_and_two_threads():
         for g in grads:
             buf.grad[:] = g
             opt.step()
-        return buf.data.copy(), opt._engine.grad_scales.copy()
+        return buf.data.copy(), opt.grad_scales()
 
     results = with_each_thread_count(run)
     np.testing.assert_array_equal(results[0][0], results[1][0])

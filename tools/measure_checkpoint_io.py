@@ -27,11 +27,11 @@ def main():
         opt = numba_adam.Adam(buf)
         buf.grad[:] = 1
         opt.step()
-        state = opt._engine.flat_state()
+        state = opt.tensor_state(0)._asdict()
         path = os.path.join(folder, "run.ckpt")
 
         def npy_save(names):
-            arrays = dict(state, params=buf.data)
+            arrays = dict(state, params=buf.data)   # the same bytes as the checkpoint
             for name in names:
                 np.save(os.path.join(folder, f"{name}.npy"), arrays[name])
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .._engine import single_tensor_update
-from ..optim import Adam as _EngineAdam, check_hyperparameter
+from ..optim import Optimizer, check_hyperparameter
+from ._single import SingleGroupOptimizer
 
 __all__ = ["Adam", "AdamW"]
 
@@ -30,7 +30,7 @@ def _unflatten_like(tree: Any, leaves: dict[str, Any], prefix: str = "") -> Any:
     return leaves[prefix[:-1]]
 
 
-class Adam:
+class Adam(SingleGroupOptimizer):
     r"""MLX's Adam: no bias correction unless asked.
 
     For each parameter, with ``bias_correction=False`` (MLX's default)::
@@ -60,16 +60,20 @@ class Adam:
     def __init__(self, learning_rate: float | Callable[[int], float],
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  bias_correction: bool = False) -> None:
+        super().__init__()
         self._lr = check_hyperparameter("lr", learning_rate)
         self.betas = check_hyperparameter("betas", betas)
         self.eps = check_hyperparameter("eps", eps)
         self.bias_correction = check_hyperparameter("bias_correction", bias_correction)
-        self._engine_opt: _EngineAdam | None = None
         self._tree: Any = None
         self._paths: list[str] = []
 
-    def _group_options(self) -> dict[str, Any]:
-        return dict(eps=self.eps, bias_correction=self.bias_correction)
+    def _group_options(self, lr: Any) -> dict[str, Any]:
+        """The engine group keys of MLX's rule."""
+        return dict(lr=lr, betas=self.betas, eps=self.eps, bias_correction=self.bias_correction)
+
+    def _make_optimizer(self, variables: list[np.ndarray]) -> Optimizer:
+        return Optimizer(variables, self._group_options(self._lr))
 
     @property
     def learning_rate(self) -> float:
@@ -79,20 +83,17 @@ class Adam:
     @learning_rate.setter
     def learning_rate(self, value: float | Callable[[int], float]) -> None:
         self._lr = check_hyperparameter("lr", value)
-        if self._engine_opt is not None:
-            self._engine_opt.param_groups[0]["lr"] = value
+        self._set_group_option("lr", value)
 
     @property
     def step(self) -> int:
         """Number of completed updates."""
-        return self._engine_opt.param_groups[0].updates if self._engine_opt else 0
+        return self.iterations
 
     def init(self, parameters: Any) -> None:
         """Create zeroed state for every array in the ``parameters`` tree."""
         leaves = _flatten(parameters)
-        self._engine_opt = _EngineAdam(
-            [dict(params=[leaf for _, leaf in leaves], **self._group_options())],
-            lr=self._lr, betas=self.betas)
+        self._build([leaf for _, leaf in leaves])
         self._tree, self._paths = parameters, [path for path, _ in leaves]
 
     def update(self, model: Any, gradients: Any) -> Any:
@@ -101,7 +102,7 @@ class Adam:
 
     def apply_gradients(self, gradients: Any, parameters: Any) -> Any:
         """Update ``parameters`` in place from ``gradients``; returns ``parameters``."""
-        if self._engine_opt is None:
+        if not self.built:
             self.init(parameters)
         grads = dict(_flatten(gradients))
         missing = [p for p in self._paths if p not in grads]
@@ -109,21 +110,17 @@ class Adam:
         if missing or extra:
             raise ValueError(f"gradients tree does not match the parameters: missing "
                              f"{missing}, unexpected {extra}")
-        if any(a is not b for (_, a), b in zip(_flatten(parameters),
-                                               self._engine_opt.param_groups[0]["params"])):
-            raise ValueError("apply_gradients must be given the parameters the optimizer was "
-                             "initialised with")
-        self._engine_opt.step([grads[p] for p in self._paths])
+        self._check_same_variables([leaf for _, leaf in _flatten(parameters)])
+        self._update([grads[p] for p in self._paths], None)
         return parameters
 
     @property
     def state(self) -> dict[str, Any]:
         """``{"step", "learning_rate"}`` plus, per parameter, ``{"m", "v"}`` (live views)."""
         state: dict[str, Any] = {"step": self.step, "learning_rate": self.learning_rate}
-        if self._engine_opt is not None:
-            engine = self._engine_opt._engine
-            per_leaf = {p: dict(zip(("m", "v"), engine.tensor_state(i)[:2]))
-                        for i, p in enumerate(self._paths)}
+        if self.built:
+            views = [self._optimizer.state_views(i) for i in range(len(self._paths))]
+            per_leaf = {p: {"m": s.exp_avg, "v": s.exp_avg_sq} for p, s in zip(self._paths, views)}
             tree = _unflatten_like(self._tree, per_leaf)
             if isinstance(tree, dict):
                 state.update(tree)
@@ -138,11 +135,20 @@ class Adam:
         state["v"] = np.zeros(np.shape(parameter), dtype=np.asarray(parameter).dtype)
 
     def apply_single(self, gradient: np.ndarray, parameter: np.ndarray, state: dict) -> np.ndarray:
-        """The updated parameter (a new array) for update number ``step``; updates ``state``."""
+        """The updated parameter (a new array) for update number ``step``; updates ``state``.
+
+        Runs the same engine over a one-array optimizer loaded with ``state``
+        (a convenience for MLX-style code; ``update`` is the fast path).
+        """
         new = np.array(parameter, copy=True, order="C")
-        single_tensor_update(new, np.ascontiguousarray(gradient, new.dtype), state["m"],
-                             state["v"], lr=self.learning_rate, betas=self.betas,
-                             step=max(self.step, 1), **self._group_options())
+        opt = Optimizer([new], self._group_options(self.learning_rate))
+        opt.load_state_dict({"state": {0: {"step": max(self.step, 1) - 1, "exp_avg": state["m"],
+                                           "exp_avg_sq": state["v"]}},
+                             "param_groups": [{"params": [0]}]})
+        opt.step([np.ascontiguousarray(gradient, new.dtype)])
+        updated = opt.state_views(0)
+        state["m"][...] = updated.exp_avg
+        state["v"][...] = updated.exp_avg_sq
         return new
 
 
@@ -155,6 +161,6 @@ class AdamW(Adam):
         super().__init__(learning_rate, betas, eps, bias_correction)
         self.weight_decay = check_hyperparameter("weight_decay", weight_decay)
 
-    def _group_options(self) -> dict[str, Any]:
-        return dict(super()._group_options(), weight_decay=self.weight_decay,
+    def _group_options(self, lr: Any) -> dict[str, Any]:
+        return dict(super()._group_options(lr), weight_decay=self.weight_decay,
                     decoupled_weight_decay=True)

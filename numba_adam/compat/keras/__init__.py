@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from ...optim import Adam as _EngineAdam, check_hyperparameter
+from ...optim import Optimizer, check_hyperparameter
 from ...schedules import Schedule, from_config as _schedule_from_config
+from .._single import SingleGroupOptimizer
+from . import legacy  # noqa: F401  (numba_adam.compat.keras.legacy after a plain import)
 
-__all__ = ["Adam"]
+__all__ = ["Adam", "legacy"]
 
 
 class _ZeroArgumentLR:
@@ -30,7 +32,7 @@ def _value(x: Any) -> float:
     return float(x() if callable(x) else x)
 
 
-class Adam:
+class Adam(SingleGroupOptimizer):
     r"""Adam with Keras' update rule ("epsilon hat").
 
     At update t (1-based), for each variable p with gradient g::
@@ -76,6 +78,7 @@ class Adam:
                  clipnorm: float | None = None, clipvalue: float | None = None,
                  global_clipnorm: float | None = None, name: str = "Adam",
                  lazy_sparse: bool = False) -> None:
+        super().__init__()
         clipping = {k: v for k, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
                                       ("global_clipnorm", global_clipnorm)) if v is not None}
         if len(clipping) > 1:
@@ -94,8 +97,6 @@ class Adam:
         self.clipnorm, self.clipvalue, self.global_clipnorm = clipnorm, clipvalue, global_clipnorm
         self.beta_1, self.beta_2 = beta_1, beta_2
         self.name = name
-        self._engine_opt: _EngineAdam | None = None
-        self._variables: list[np.ndarray] = []
         self.learning_rate = learning_rate
 
     # -- learning rate -----------------------------------------------------
@@ -115,34 +116,26 @@ class Adam:
         if not callable(value):
             value = check_hyperparameter("lr", value)
         self._lr = value
-        if self._engine_opt is not None:
-            self._engine_opt.param_groups[0]["lr"] = self._engine_lr()
+        self._set_group_option("lr", self._engine_lr())
 
     def _engine_lr(self):
         if isinstance(self._lr, Schedule) or not callable(self._lr):
             return self._lr
         return _ZeroArgumentLR(self._lr)
 
-    @property
-    def iterations(self) -> int:
-        """Number of updates applied so far."""
-        return self._engine_opt.param_groups[0].updates if self._engine_opt else 0
-
     # -- applying ----------------------------------------------------------
+    def _make_optimizer(self, variables: list[np.ndarray]) -> Optimizer:
+        opt = Optimizer(variables, dict(
+            lr=self._engine_lr(), betas=(_value(self.beta_1), _value(self.beta_2)),
+            eps=self.epsilon, weight_decay=self.weight_decay or 0.0,
+            decoupled_weight_decay=True, amsgrad=self.amsgrad, epsilon_hat=True,
+            lazy_sparse=self.lazy_sparse, clipnorm=self.clipnorm, clipvalue=self.clipvalue))
+        opt.global_clipnorm = self.global_clipnorm
+        return opt
+
     def build(self, var_list: Sequence[np.ndarray]) -> None:
         """Create the optimizer state for ``var_list`` (done by the first ``apply``)."""
-        opt = _EngineAdam([{
-            "params": list(var_list), "epsilon_hat": True, "lazy_sparse": self.lazy_sparse,
-            "clipnorm": self.clipnorm, "clipvalue": self.clipvalue}],
-            lr=self._engine_lr(), betas=(_value(self.beta_1), _value(self.beta_2)),
-            eps=self.epsilon, weight_decay=self.weight_decay or 0.0, amsgrad=self.amsgrad,
-            decoupled_weight_decay=True)
-        opt.global_clipnorm = self.global_clipnorm
-        self._engine_opt, self._variables = opt, list(var_list)
-
-    @property
-    def built(self) -> bool:
-        return self._engine_opt is not None
+        self._build(var_list)
 
     def apply_gradients(self, grads_and_vars: Iterable[tuple[Any, np.ndarray]]) -> int:
         """Apply ``(gradient, variable)`` pairs; returns ``iterations``."""
@@ -155,36 +148,22 @@ class Adam:
     def apply(self, grads: Sequence[Any], trainable_variables: Sequence[np.ndarray] | None = None
               ) -> int:
         """Apply ``grads`` to ``trainable_variables`` (the built variables if None)."""
-        if self._engine_opt is None:
-            if trainable_variables is None:
-                raise ValueError("the first apply() needs trainable_variables to build the "
-                                 "optimizer")
-            self.build(trainable_variables)
-        elif trainable_variables is not None:
-            self._check_same_variables(trainable_variables)
-        group = self._engine_opt.param_groups[0]
-        if callable(self.beta_1) or callable(self.beta_2):
-            group["betas"] = (_value(self.beta_1), _value(self.beta_2))
-        self._engine_opt.step(list(grads))
+        if self.built and (callable(self.beta_1) or callable(self.beta_2)):
+            self._set_group_option("betas", (_value(self.beta_1), _value(self.beta_2)))
+        self._update(grads, trainable_variables)
         return self.iterations
-
-    def _check_same_variables(self, variables: Sequence[np.ndarray]) -> None:
-        if len(variables) != len(self._variables) or any(
-                a is not b for a, b in zip(variables, self._variables)):
-            raise ValueError(f"this optimizer was built for {len(self._variables)} variables; "
-                             f"apply() must be given the same variables in the same order")
 
     # -- state -------------------------------------------------------------
     @property
     def variables(self) -> list[np.ndarray]:
         """``[iterations]`` + momentums + velocities (+ velocity_hats): live views of the state."""
         out = [np.array(self.iterations, dtype=np.int64)]
-        if self._engine_opt is None:
+        if not self.built:
             return out
-        states = [self._engine_opt._engine.tensor_state(i) for i in range(len(self._variables))]
-        out += [m for m, _, _ in states] + [v for _, v, _ in states]
+        states = [self._optimizer.state_views(i) for i in range(len(self._variables))]
+        out += [s.exp_avg for s in states] + [s.exp_avg_sq for s in states]
         if self.amsgrad:
-            out += [v_max for _, _, v_max in states]
+            out += [s.max_exp_avg_sq for s in states]
         return out
 
     def get_config(self) -> dict[str, Any]:
@@ -199,20 +178,7 @@ class Adam:
     def from_config(cls, config: dict[str, Any]) -> "Adam":
         return cls(**config)
 
-    def save(self, path: str, params: bool = False) -> None:
-        """Checkpoint the built optimizer (see ``numba_adam.Adam.save``)."""
-        self._require_built().save(path, params=params)
-
-    def load(self, path: str, params: bool | None = None) -> None:
-        """Restore a checkpoint written by :meth:`save` into the built optimizer
-        (its learning rate or schedule too)."""
-        opt = self._require_built()
-        opt.load(path, params=params)
-        group = opt.param_groups[0]
+    def _loaded(self) -> None:
+        """After ``load``: report the learning rate or schedule the file restored."""
+        group = self._group
         self._lr = group.schedule if group.schedule is not None else group["lr"]
-
-    def _require_built(self) -> _EngineAdam:
-        if self._engine_opt is None:
-            raise ValueError("the optimizer has no state yet: call build(variables) or apply "
-                             "gradients first")
-        return self._engine_opt

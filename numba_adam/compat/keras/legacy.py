@@ -7,15 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from ...optim import Adam as _EngineAdam, check_hyperparameter
+from ..._state_dict import step_count
+from ...optim import Optimizer, check_hyperparameter
 from ...schedules import inverse_time_decay
+from .._single import SingleGroupOptimizer
 
 __all__ = ["Adam"]
 
 _EPSILON = 1e-7   # keras.backend.epsilon()
 
 
-class Adam:
+class Adam(SingleGroupOptimizer):
     r"""Keras 2's Adam: per-update learning-rate ``decay`` and epsilon hat.
 
     Keras 2's ``get_updates``, with ``iterations`` counting completed updates::
@@ -51,6 +53,7 @@ class Adam:
     def __init__(self, lr: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float | None = None, decay: float = 0.0, amsgrad: bool = False,
                  **kwargs: Any) -> None:
+        super().__init__()
         allowed = {"clipnorm", "clipvalue"}
         for key in kwargs:
             if key not in allowed:
@@ -59,11 +62,9 @@ class Adam:
         self.clipvalue = check_hyperparameter("clipvalue", kwargs.get("clipvalue"))
         self.beta_1, self.beta_2 = check_hyperparameter("betas", (beta_1, beta_2))
         self.epsilon = _EPSILON if epsilon is None else check_hyperparameter("eps", epsilon)
-        self.decay = self.initial_decay = check_hyperparameter("decay", decay)
+        self.decay = check_hyperparameter("decay", decay)
         self.amsgrad = check_hyperparameter("amsgrad", amsgrad)
         self._lr = check_hyperparameter("lr", lr)
-        self._engine_opt: _EngineAdam | None = None
-        self._variables: list[np.ndarray] = []
 
     @property
     def lr(self) -> float:
@@ -73,15 +74,16 @@ class Adam:
     @lr.setter
     def lr(self, value: float) -> None:
         self._lr = check_hyperparameter("lr", value)
-        if self._engine_opt is not None:
-            self._engine_opt.param_groups[0]["lr"] = self._schedule()
+        self._set_group_option("lr", self._schedule())
 
     def _schedule(self):
-        return (inverse_time_decay(self._lr, 1, self.decay) if self.decay > 0 else self._lr)
+        return inverse_time_decay(self._lr, 1, self.decay) if self.decay > 0 else self._lr
 
-    @property
-    def iterations(self) -> int:
-        return self._engine_opt.param_groups[0].updates if self._engine_opt else 0
+    def _make_optimizer(self, variables: list[np.ndarray]) -> Optimizer:
+        return Optimizer(variables, dict(
+            lr=self._schedule(), betas=(self.beta_1, self.beta_2), eps=self.epsilon,
+            amsgrad=self.amsgrad, epsilon_hat=True, clipnorm=self.clipnorm,
+            clipvalue=self.clipvalue))
 
     def apply_gradients(self, grads_and_vars: Iterable[tuple[Any, np.ndarray]]) -> None:
         """Apply ``(gradient, variable)`` pairs (variables are updated in place)."""
@@ -89,17 +91,7 @@ class Adam:
         if not pairs:
             raise ValueError("apply_gradients got no (gradient, variable) pairs")
         grads, variables = (list(x) for x in zip(*pairs))
-        if self._engine_opt is None:
-            opt = _EngineAdam([{"params": variables, "epsilon_hat": True,
-                                "clipnorm": self.clipnorm, "clipvalue": self.clipvalue}],
-                              lr=self._schedule(), betas=(self.beta_1, self.beta_2),
-                              eps=self.epsilon, amsgrad=self.amsgrad)
-            self._engine_opt, self._variables = opt, variables
-        elif len(variables) != len(self._variables) or any(
-                a is not b for a, b in zip(variables, self._variables)):
-            raise ValueError(f"this optimizer holds weights for {len(self._variables)} "
-                             f"variables; apply_gradients must get the same variables")
-        self._engine_opt.step(grads)
+        self._update(grads, variables)
 
     def get_updates(self, loss: Any, params: Sequence[Any]) -> None:
         """Graph-mode only in Keras 2; see the class docstring."""
@@ -117,37 +109,40 @@ class Adam:
     def get_weights(self) -> list[np.ndarray]:
         """``[iterations] + ms + vs + vhats`` (vhats are 1-element zeros without amsgrad,
         as in Keras 2); copies."""
-        if self._engine_opt is None:
+        if not self.built:
             return []
-        states = [self._engine_opt._engine.read_state(i) for i in range(len(self._variables))]
-        vhats = ([vm for _, _, vm in states] if self.amsgrad
-                 else [np.zeros(1, self._engine_opt._dtype) for _ in states])
-        return ([np.array(self.iterations, dtype=np.int64)] + [m for m, _, _ in states]
-                + [v for _, v, _ in states] + vhats)
+        opt = self._optimizer
+        states = [opt.tensor_state(i) for i in range(len(self._variables))]
+        vhats = ([s.max_exp_avg_sq for s in states] if self.amsgrad
+                 else [np.zeros(1, opt.dtype) for _ in states])
+        return ([np.array(self.iterations, dtype=np.int64)] + [s.exp_avg for s in states]
+                + [s.exp_avg_sq for s in states] + vhats)
 
     def set_weights(self, weights: Sequence[Any]) -> None:
-        """Set ``[iterations] + ms + vs + vhats``; ValueError (nothing changed) on a mismatch."""
+        """Set ``[iterations] + ms + vs + vhats``; ValueError/TypeError (nothing changed) on a
+        mismatch."""
         current = self.get_weights()
-        weights = [np.asarray(w) for w in weights]
+        weights = list(weights)
+        if not weights and not current:
+            return    # Keras 2: an optimizer without weights takes an empty list
         if len(weights) != len(current):
             raise ValueError(f"Length of the specified weight list ({len(weights)}) does not "
                              f"match the number of weights of the optimizer ({len(current)})")
         for i, (new, old) in enumerate(zip(weights, current)):
-            if new.shape != old.shape:
+            if np.shape(new) != old.shape:
                 raise ValueError(f"Optimizer weight shape {old.shape} not compatible with "
-                                 f"provided weight shape {new.shape} (weight {i})")
-        iterations = int(weights[0])
-        if iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {iterations}")
+                                 f"provided weight shape {np.shape(new)} (weight {i})")
+        iterations = step_count(weights[0], "iterations (weight 0)")
         n = len(self._variables)
-        engine = self._engine_opt._engine
+        state = {}
         for i in range(n):
-            engine.write_state(i, (weights[1 + i], weights[1 + n + i],
-                                   weights[1 + 2 * n + i] if self.amsgrad else None))
-        group = self._engine_opt.param_groups[0]
-        group.updates = iterations
-        if group.schedule is not None:
-            group.show_scheduled_lr()
+            entry = {"step": iterations, "exp_avg": weights[1 + i],
+                     "exp_avg_sq": weights[1 + n + i]}
+            if self.amsgrad:
+                entry["max_exp_avg_sq"] = weights[1 + 2 * n + i]
+            state[i] = entry
+        self._optimizer.load_state_dict({"state": state,
+                                         "param_groups": [{"params": list(range(n))}]})
 
     def get_config(self) -> dict[str, Any]:
         config = dict(lr=self._lr, beta_1=self.beta_1, beta_2=self.beta_2, decay=self.decay,

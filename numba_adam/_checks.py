@@ -1,0 +1,51 @@
+"""One family of validators for hyperparameters, schedule arguments and step counts.
+
+Policy, the same everywhere: a value of the wrong kind (a string, a bool
+where a number is due) raises ``TypeError``; a number of the right kind that is
+NaN, infinite or out of range raises ``ValueError``.  Messages name the
+argument, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+
+def real(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+         high_open: bool = False, positive: bool = False) -> float:
+    """``value`` as a finite float in range, else TypeError (not a number) / ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    if low is not None and high is not None:
+        if value < low or (value >= high if high_open else value > high):
+            closing = ")" if high_open else "]"
+            raise ValueError(f"{name} must be in [{low}, {high}{closing}, got {value!r}")
+    elif low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    return value
+
+
+def integer(name: str, value: Any, *, low: int = 0, what: str = "an integer") -> int:
+    """``value`` as an int >= ``low``; floats, strings and bools are refused, never rounded."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    value = int(value)
+    if value < low:
+        raise ValueError(f"{name} must be {'> 0' if low == 1 else f'>= {low}'}, got {value}")
+    return value
+
+
+def boolean(name: str, value: Any) -> bool:
+    """``value`` as a bool; 0/1 and strings are refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)

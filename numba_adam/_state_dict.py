@@ -1,0 +1,202 @@
+"""The torch-layout ``state_dict``: export, check and the checked result to apply.
+
+Shared by ``Optimizer.state_dict``/``load_state_dict`` and by checkpoints
+(a checkpoint file holds the same logical state).  :func:`check` validates a
+whole state_dict and converts every array before the optimizer changes
+anything, so a refused state_dict leaves the optimizer as it was.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._state import TensorState
+from .schedules import Schedule, from_config as schedule_from_config
+
+# Group keys torch writes into its state_dict that have no meaning here.
+TORCH_ONLY_KEYS = frozenset({"foreach", "fused", "capturable", "differentiable", "initial_lr"})
+STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+class Checked(NamedTuple):
+    """A state_dict checked against an optimizer: what ``load_state_dict`` applies."""
+
+    group_values: list[dict[str, Any]]     # hyperparameters per group (lr may be a schedule)
+    steps: list[int]                       # completed updates per group
+    states: dict[int, TensorState]         # tensor index -> its state, in the optimizer's dtype
+
+
+def export(groups: Sequence[Mapping[str, Any]], steps: Sequence[int], names: Sequence[Any],
+           schedules: Sequence[Any], read_state: Callable[[int], TensorState]) -> dict:
+    """A torch-layout state_dict: ``{"state": {i: {...}}, "param_groups": [...]}`` (copies)."""
+    state: dict[int, dict[str, Any]] = {}
+    saved_groups = []
+    start = 0
+    for group, step, schedule in zip(groups, steps, schedules):
+        indices = list(range(start, start + len(group["params"])))
+        start += len(indices)
+        if step > 0:
+            for i in indices:
+                entry = {"step": step}
+                for key, value in zip(STATE_KEYS, read_state(i)):
+                    if value is not None:
+                        entry[key] = value
+                state[i] = entry
+        saved = {k: v for k, v in group.items() if k != "params"}
+        if schedule is not None:
+            saved["lr_schedule"] = (schedule.get_config() if isinstance(schedule, Schedule)
+                                    else schedule)
+        saved["params"] = indices
+        group_names = [names[i] for i in indices]
+        if any(n is not None for n in group_names):
+            saved["param_names"] = group_names
+        saved_groups.append(saved)
+    return {"state": state, "param_groups": saved_groups}
+
+
+def _to_numpy(value: Any) -> Any:
+    """NumPy array from an array, scalar or PyTorch tensor."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return value
+
+
+def step_count(value: Any, where: str) -> int:
+    """A saved step count as an int: integral, finite and >= 0 (torch saves a float tensor)."""
+    value = _to_numpy(value)
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise ValueError(f"{where} must be a single number, got an array of shape "
+                             f"{value.shape}")
+        value = value.reshape(()).item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where} must be a whole number, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        count = int(value)
+    else:
+        value = float(value)
+        if not math.isfinite(value) or value != math.floor(value) or abs(value) > 2 ** 53:
+            raise ValueError(f"{where} must be a whole number, got {value!r}")
+        count = int(value)
+    if count < 0:
+        raise ValueError(f"{where} must be >= 0, got {count}")
+    return count
+
+
+def state_array(value: Any, where: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """A saved moment as a new array of the optimizer's dtype, shape checked, no silent casts."""
+    array = np.asarray(_to_numpy(value))
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{where} must be a real numeric array, got dtype {array.dtype}")
+    if array.shape != shape:
+        raise ValueError(f"{where} has shape {array.shape}, the parameter has shape {shape}")
+    return array.astype(dtype, copy=True)
+
+
+def _group_value(key: str, value: Any) -> Any:
+    if key == "betas" and isinstance(value, (list, tuple)):
+        return tuple(_to_numpy(b).item() if hasattr(_to_numpy(b), "item") else b for b in value)
+    value = _to_numpy(value)
+    return value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
+
+
+def check(state_dict: Any, groups: Sequence[Mapping[str, Any]], names: Sequence[Any],
+          shapes: Sequence[tuple], dtype: np.dtype, known_keys: Callable[[int], set],
+          check_value: Callable[[str, Any], Any]) -> Checked:
+    """Check ``state_dict`` against an optimizer's groups, names and shapes; convert it.
+
+    ``known_keys(gi)`` are the keys group ``gi`` may set; ``check_value``
+    validates one hyperparameter.
+
+    Raises:
+        ValueError/TypeError: naming the group, tensor and entry at fault.
+    """
+    if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
+        raise ValueError("state_dict must be a dict with 'state' and 'param_groups' entries")
+    saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+    if not isinstance(saved_state, Mapping):
+        raise TypeError(f"state_dict['state'] must be a dict, got {type(saved_state).__name__}")
+    if isinstance(saved_groups, (str, bytes, Mapping)) or not isinstance(saved_groups, Sequence):
+        raise TypeError(f"state_dict['param_groups'] must be a list of dicts, got "
+                        f"{type(saved_groups).__name__}")
+    if len(saved_groups) != len(groups):
+        raise ValueError(f"state_dict has {len(saved_groups)} parameter groups, this "
+                         f"optimizer has {len(groups)}")
+    values_out, steps_out, states = [], [], {}
+    start = 0
+    for gi, (saved, group) in enumerate(zip(saved_groups, groups)):
+        indices = range(start, start + len(group["params"]))
+        start += len(indices)
+        if not isinstance(saved, Mapping):
+            raise TypeError(f"state_dict group {gi} must be a dict, got {type(saved).__name__}")
+        values = _check_group_values(saved, gi, known_keys(gi), check_value)
+        saved_ids = list(saved.get("params", []))
+        if len(saved_ids) != len(indices):
+            raise ValueError(f"state_dict group {gi} has {len(saved_ids)} parameters, this "
+                             f"optimizer's group {gi} has {len(indices)}")
+        saved_names = saved.get("param_names")
+        if saved_names is not None:
+            ours = [names[i] for i in indices]
+            for j, (theirs, mine) in enumerate(zip(saved_names, ours)):
+                if theirs is not None and mine is not None and theirs != mine:
+                    raise ValueError(f"state_dict group {gi} parameter {j} is {theirs!r}, this "
+                                     f"optimizer's is {mine!r}")
+        amsgrad = values.get("amsgrad", group.get("amsgrad", False))
+        present = [pid in saved_state for pid in saved_ids]
+        if any(present) and not all(present):
+            raise ValueError(f"state_dict group {gi} has state for some parameters but not "
+                             f"others")
+        step = 0
+        if present and all(present):
+            steps = set()
+            for pid, i in zip(saved_ids, indices):
+                entry = saved_state[pid]
+                if not isinstance(entry, Mapping) or "step" not in entry:
+                    raise ValueError(f"state_dict state[{pid!r}] must be a dict with a 'step'")
+                steps.add(step_count(entry["step"], f"state_dict state[{pid!r}]['step']"))
+                keys = STATE_KEYS if amsgrad else STATE_KEYS[:2]
+                arrays = []
+                for key in keys:
+                    if key not in entry:
+                        raise ValueError(f"state_dict state[{pid!r}] has no {key!r}")
+                    arrays.append(state_array(entry[key], f"state_dict state[{pid!r}][{key!r}]",
+                                              shapes[i], dtype))
+                states[i] = TensorState(*arrays)
+            if len(steps) != 1:
+                raise ValueError(f"state_dict group {gi} has parameters at different step "
+                                 f"counts {sorted(steps)}; numba_adam steps a group together")
+            step = steps.pop()
+        values_out.append(values)
+        steps_out.append(step)
+    return Checked(values_out, steps_out, states)
+
+
+def _check_group_values(saved: Mapping[str, Any], gi: int, known: set,
+                        check_value: Callable[[str, Any], Any]) -> dict[str, Any]:
+    values = {}
+    schedule = saved.get("lr_schedule")
+    for key, value in saved.items():
+        if key in ("params", "param_names", "lr_schedule") or key in TORCH_ONLY_KEYS:
+            continue
+        if key == "lr" and schedule is not None:
+            continue   # the schedule decides the value
+        if key not in known:
+            raise ValueError(f"state_dict group {gi} has unknown key {key!r}")
+        try:
+            values[key] = check_value(key, _group_value(key, value))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"state_dict group {gi}: {exc}") from None
+    if schedule is not None:
+        if callable(schedule):
+            values["lr"] = schedule
+        else:
+            try:
+                values["lr"] = schedule_from_config(schedule)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"state_dict group {gi} lr_schedule: {exc}") from None
+    return values
