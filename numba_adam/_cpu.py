@@ -218,9 +218,9 @@ class Plan:
         self.tensors = layout.tensor_table()
         self.like = np.zeros(0, self.dtype)   # carries the dtype into typed kernels
         # Strided parameters are updated in a contiguous copy (see the module docstring).
-        self._staged = {i: np.zeros(s.array.shape, self.dtype) for i, s in enumerate(specs)
+        self.staged = {i: np.zeros(s.array.shape, self.dtype) for i, s in enumerate(specs)
                         if not (s.array.flags.c_contiguous or s.array.flags.f_contiguous)}
-        self.tensors[:, PARAM_AT] = [self._staged[i].ctypes.data if i in self._staged
+        self.tensors[:, PARAM_AT] = [self.staged[i].ctypes.data if i in self.staged
                                      else s.array.ctypes.data for i, s in enumerate(specs)]
         # Gradient addresses of ParamBuffer tensors never change: the grad lives
         # at the same offset in the owner's flat grad array.
@@ -263,17 +263,21 @@ class Plan:
             self.tensors[indices, SKIP] = 1
             self._skipping = bool(indices)
 
-    def begin_step(self) -> None:
-        for i, stage in self._staged.items():
-            np.copyto(stage, self.layout.specs[i].array)
+    def stage_in(self, only: int | None = None) -> None:
+        """Copy strided parameters (all, or tensor ``only``) into their staging arrays."""
+        for i, stage in self.staged.items():
+            if only is None or i == only:
+                np.copyto(stage, self.layout.specs[i].array)
 
-    def end_step(self) -> None:
-        for i, stage in self._staged.items():
-            np.copyto(self.layout.specs[i].array, stage)
+    def stage_out(self, only: int | None = None) -> None:
+        """Copy updated staging arrays back into the strided parameters."""
+        for i, stage in self.staged.items():
+            if only is None or i == only:
+                np.copyto(self.layout.specs[i].array, stage)
 
     def param_rows(self, i: int) -> np.ndarray:
         """Tensor ``i``'s parameter as a C-ordered (rows, columns) view, for sparse updates."""
-        p = self._staged.get(i, self.layout.specs[i].array)
+        p = self.staged.get(i, self.layout.specs[i].array)
         return p.reshape(p.shape[0], -1) if p.shape[0] else p.reshape(0, 0)
 
     def row_slots(self, i: int, n_rows: int) -> np.ndarray:
@@ -293,7 +297,11 @@ class Plan:
 # -- launchers (same names and signatures in _cuda) ---------------------------
 def adam_step(plan: Plan, scalars: np.ndarray, grad_scales: np.ndarray, state) -> None:
     """Update every tensor that is not skipped: one kernel launch."""
+    if plan.staged:
+        plan.stage_in()
     plan.kernel(plan.items, plan.tensors, scalars, grad_scales, state.m, state.v, state.v_max)
+    if plan.staged:
+        plan.stage_out()
 
 
 def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values: np.ndarray,
@@ -307,16 +315,18 @@ def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values:
     row = scalars[plan.layout.groups[i]]
     scale = plan.dtype.type(scale)
     values = values.reshape(len(rows), shape[1])
+    plan.stage_in(i)
     if lazy:
         adam_rows_lazy_kernel(p, m, v, v_max, rows, values, row, scale)
-        return
-    slot = plan.row_slots(i, shape[0])
-    slot[rows] = np.arange(len(rows))
-    try:
-        adam_rows_dense_kernel(p, m, v, v_max, slot, values, row, scale,
-                               plan.zero_rows(shape[1]))
-    finally:
-        slot[rows] = -1
+    else:
+        slot = plan.row_slots(i, shape[0])
+        slot[rows] = np.arange(len(rows))
+        try:
+            adam_rows_dense_kernel(p, m, v, v_max, slot, values, row, scale,
+                                   plan.zero_rows(shape[1]))
+        finally:
+            slot[rows] = -1
+    plan.stage_out(i)
 
 
 def grad_sum_squares(plan: Plan, item_sums: np.ndarray) -> None:

@@ -252,12 +252,6 @@ class Plan:
             self.d_tensors.copy_to_device(self.tensors)
             self._skipping = bool(indices)
 
-    def begin_step(self) -> None:
-        """Nothing to stage: CUDA parameters are C-contiguous."""
-
-    def end_step(self) -> None:
-        """Nothing to stage: CUDA parameters are C-contiguous."""
-
 
 # -- launchers (same names and signatures in _cpu) ----------------------------
 def adam_step(plan: Plan, scalars: np.ndarray, grad_scales, state) -> None:

@@ -159,18 +159,14 @@ class Engine:
         """Update every tensor with ``self.group_scalars``: one fused launch, plus one per
         tensor that has a sparse gradient this step (lazy where its group says so)."""
         backend, plan, scalars = self.backend, self.plan, self.group_scalars
-        plan.begin_step()
-        try:
-            backend.adam_step(plan, scalars, self.grad_scales, self.state)
-            for i, rows, values in self._sparse_jobs:
-                group = int(self.layout.groups[i])
-                scale = float(scalars[group, GRAD_SIGN])
-                if self._scaled:
-                    scale *= float(backend.to_host(self.grad_scales[i:i + 1])[0])
-                lazy = lazy_by_group is not None and lazy_by_group[group]
-                backend.adam_rows(plan, scalars, i, rows, values, scale, self.state, lazy)
-        finally:
-            plan.end_step()
+        backend.adam_step(plan, scalars, self.grad_scales, self.state)
+        for i, rows, values in self._sparse_jobs:
+            group = int(self.layout.groups[i])
+            scale = float(scalars[group, GRAD_SIGN])
+            if self._scaled:
+                scale *= float(backend.to_host(self.grad_scales[i:i + 1])[0])
+            lazy = lazy_by_group is not None and lazy_by_group[group]
+            backend.adam_rows(plan, scalars, i, rows, values, scale, self.state, lazy)
         self._sparse_jobs = []
 
     def clip_factors(self) -> np.ndarray:
