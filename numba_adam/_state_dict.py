@@ -139,41 +139,47 @@ def check(state_dict: Any, groups: Sequence[Mapping[str, Any]], names: Sequence[
         if len(saved_ids) != len(indices):
             raise ValueError(f"state_dict group {gi} has {len(saved_ids)} parameters, this "
                              f"optimizer's group {gi} has {len(indices)}")
-        saved_names = saved.get("param_names")
-        if saved_names is not None:
-            ours = [names[i] for i in indices]
-            for j, (theirs, mine) in enumerate(zip(saved_names, ours)):
-                if theirs is not None and mine is not None and theirs != mine:
-                    raise ValueError(f"state_dict group {gi} parameter {j} is {theirs!r}, this "
-                                     f"optimizer's is {mine!r}")
+        _check_names(saved, [names[i] for i in indices], gi)
         amsgrad = values.get("amsgrad", group.get("amsgrad", False))
-        present = [pid in saved_state for pid in saved_ids]
-        if any(present) and not all(present):
-            raise ValueError(f"state_dict group {gi} has state for some parameters but not "
-                             f"others")
-        step = 0
-        if present and all(present):
-            steps = set()
-            for pid, i in zip(saved_ids, indices):
-                entry = saved_state[pid]
-                if not isinstance(entry, Mapping) or "step" not in entry:
-                    raise ValueError(f"state_dict state[{pid!r}] must be a dict with a 'step'")
-                steps.add(step_count(entry["step"], f"state_dict state[{pid!r}]['step']"))
-                keys = STATE_KEYS if amsgrad else STATE_KEYS[:2]
-                arrays = []
-                for key in keys:
-                    if key not in entry:
-                        raise ValueError(f"state_dict state[{pid!r}] has no {key!r}")
-                    arrays.append(state_array(entry[key], f"state_dict state[{pid!r}][{key!r}]",
-                                              shapes[i], dtype))
-                states[i] = TensorState(*arrays)
-            if len(steps) != 1:
-                raise ValueError(f"state_dict group {gi} has parameters at different step "
-                                 f"counts {sorted(steps)}; numba_adam steps a group together")
-            step = steps.pop()
+        step = _check_group_state(saved_state, saved_ids, indices, gi, amsgrad, shapes, dtype,
+                                  states)
         values_out.append(values)
         steps_out.append(step)
     return Checked(values_out, steps_out, states)
+
+
+def _check_group_state(saved_state: Mapping, saved_ids: list, indices: range, gi: int,
+                       amsgrad: bool, shapes: Sequence[tuple], dtype: np.dtype,
+                       states: dict[int, TensorState]) -> int:
+    """Check and convert one group's per-tensor state into ``states``; returns its step count."""
+    present = [pid in saved_state for pid in saved_ids]
+    if any(present) and not all(present):
+        raise ValueError(f"state_dict group {gi} has state for some parameters but not others")
+    if not (present and all(present)):
+        return 0
+    steps = set()
+    keys = STATE_KEYS if amsgrad else STATE_KEYS[:2]
+    for pid, i in zip(saved_ids, indices):
+        entry = saved_state[pid]
+        if not isinstance(entry, Mapping) or "step" not in entry:
+            raise ValueError(f"state_dict state[{pid!r}] must be a dict with a 'step'")
+        steps.add(step_count(entry["step"], f"state_dict state[{pid!r}]['step']"))
+        missing = [key for key in keys if key not in entry]
+        if missing:
+            raise ValueError(f"state_dict state[{pid!r}] has no {missing[0]!r}")
+        states[i] = TensorState(*(state_array(entry[key], f"state_dict state[{pid!r}][{key!r}]",
+                                              shapes[i], dtype) for key in keys))
+    if len(steps) != 1:
+        raise ValueError(f"state_dict group {gi} has parameters at different step counts "
+                         f"{sorted(steps)}; numba_adam steps a group together")
+    return steps.pop()
+
+
+def _check_names(saved: Mapping[str, Any], ours: list, gi: int) -> None:
+    for j, (theirs, mine) in enumerate(zip(saved.get("param_names") or [], ours)):
+        if theirs is not None and mine is not None and theirs != mine:
+            raise ValueError(f"state_dict group {gi} parameter {j} is {theirs!r}, this "
+                             f"optimizer's is {mine!r}")
 
 
 def _check_group_values(saved: Mapping[str, Any], gi: int, known: set,
