@@ -28,9 +28,12 @@ leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import mmap
 import os
+import stat
 import struct
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -100,9 +103,17 @@ def write_checkpoint(path: str | os.PathLike, header: dict[str, Any],
     """Write ``header`` and named arrays (each a list of pieces written back to back, C order).
 
     The header gains an ``arrays`` directory: name -> dtype, element count and
-    byte offset after the header.
+    byte offset after the header.  A symlink is written through to its target.
+    A new file is created with mode 0600 (optimizer state is private by
+    default); an existing one keeps its mode.  Temporary files that crashed
+    saves left for the same target are removed first (only those of
+    processes that no longer run).
+
+    Raises:
+        CheckpointError: the header cannot be stored as JSON, or the file
+            cannot be written (the message names the path and the reason).
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     directory, offset = {}, 0
     for name, pieces in arrays.items():
         dtype = np.result_type(*pieces) if pieces else np.dtype(np.float32)
@@ -116,8 +127,15 @@ def write_checkpoint(path: str | os.PathLike, header: dict[str, Any],
     except ValueError as exc:
         raise CheckpointError(f"cannot save: {exc}") from None
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header_bytes))
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode) if path.is_file() else None
+        _remove_stale_temporaries(folder, path.name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                   dir=folder)
+    except OSError as exc:
+        raise CheckpointError(f"cannot save checkpoint to {path}: {exc.strerror or exc}") \
+            from None
     try:
         with os.fdopen(fd, "wb") as f:
             digest = hashlib.sha256()
@@ -139,12 +157,42 @@ def write_checkpoint(path: str | os.PathLike, header: dict[str, Any],
             f.write(digest.digest())
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"cannot save checkpoint to {path}: "
+                                  f"{exc.strerror or exc}") from None
         raise
-    _fsync_directory(path.parent)
+    _fsync_directory(folder)
+
+
+def _remove_stale_temporaries(folder: Path, name: str) -> None:
+    """Delete ``.NAME.PID.*.tmp`` files whose writing process no longer exists."""
+    for candidate in folder.glob(f".{glob.escape(name)}.*.tmp"):
+        parts = candidate.name[len(name) + 2:].split(".")
+        if not parts or not parts[0].isdigit():
+            continue
+        pid = int(parts[0])
+        if pid == os.getpid() or _process_exists(pid):
+            continue   # a live writer's file: never touched
+        try:
+            candidate.unlink()
+        except OSError:
+            pass
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _not_serialisable(value: Any) -> Any:
@@ -168,54 +216,120 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+MAX_HEADER_BYTES = 64 << 20   # far above any real header; bounds what a crafted file costs
+_HASH_CHUNK = 8 << 20
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[int, dict[str, Any], dict[str, np.ndarray]]:
     """Read and verify a checkpoint; returns (format version, header, name -> read-only array).
 
+    Only regular files are opened.  The prefix, header and array directory are
+    checked against the file's size before anything large is read; the
+    checksum is computed in fixed-size chunks; the arrays are read-only views
+    of a memory map of the file.  So refusing a file costs bounded memory
+    whatever it claims.
+
     Raises:
-        CheckpointError: missing, truncated, corrupted, foreign or newer-format file.
+        CheckpointError: missing, not a regular file, truncated, corrupted,
+            foreign or newer-format file, or a malformed header.
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))   # a FIFO must not block
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
-    if len(data) < _PREFIX.size + _DIGEST or not data.startswith(MAGIC):
-        if len(data) < len(MAGIC) and MAGIC.startswith(data):
-            raise CheckpointError(f"{path} is truncated ({len(data)} bytes)")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise CheckpointError(f"cannot read checkpoint {path}: not a regular file")
+    size = info.st_size
+    with os.fdopen(fd, "rb") as f:
+        version, header_len = _read_prefix(f, path, size)
+        header = _read_header(f, path, header_len)
+        base = _PREFIX.size + header_len
+        base += -base % _ALIGN
+        directory = _check_directory(header, path, base, size)
+        _verify_digest(f, path, size)
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    # read-only views of the mapped file: callers copy what they keep
+    arrays = {name: np.frombuffer(mapped, dtype=dtype, count=count, offset=base + offset)
+              for name, (dtype, count, offset) in directory.items()}
+    return version, header, arrays
+
+
+def _read_prefix(f, path: Path, size: int) -> tuple[int, int]:
+    head = f.read(_PREFIX.size)
+    if not head.startswith(MAGIC[:len(head)]) or (len(head) >= len(MAGIC)
+                                                   and not head.startswith(MAGIC)):
         raise CheckpointError(f"{path} is not a numba_adam checkpoint (wrong magic bytes)")
-    _, version, _, header_len = _PREFIX.unpack_from(data)
+    if size < _PREFIX.size + _DIGEST:
+        raise CheckpointError(f"{path} is truncated ({size} bytes)")
+    _, version, _, header_len = _PREFIX.unpack(head)
     if version not in READABLE_VERSIONS:
         raise CheckpointError(f"{path} has checkpoint format version {version}; this numba_adam "
                               f"reads versions {list(READABLE_VERSIONS)}")
-    body = memoryview(data)[:-_DIGEST]
-    if hashlib.sha256(body).digest() != data[-_DIGEST:]:
-        raise CheckpointError(f"{path} is corrupted or truncated (checksum mismatch)")
-    start = _PREFIX.size
+    if header_len > MAX_HEADER_BYTES:
+        raise CheckpointError(f"{path} declares a {header_len}-byte header, more than the "
+                              f"{MAX_HEADER_BYTES} a checkpoint may have")
+    if _PREFIX.size + header_len + _DIGEST > size:
+        raise CheckpointError(f"{path} is truncated: its header alone needs {header_len} bytes, "
+                              f"the file has {size}")
+    return version, header_len
+
+
+def _read_header(f, path: Path, header_len: int) -> dict[str, Any]:
     try:
-        header = json.loads(bytes(body[start:start + header_len]))
+        header = json.loads(f.read(header_len))
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"{path} has an unreadable header: {exc}") from None
-    base = start + header_len
-    base += -base % _ALIGN
-    arrays = {}
-    directory = header.get("arrays", {})
-    if not isinstance(directory, dict):
+    return header
+
+
+def _check_directory(header: dict, path: Path, base: int, size: int) -> dict[str, tuple]:
+    """The array directory, checked: float dtypes, whole counts, every array inside the file,
+    and the file exactly as long as the header says."""
+    entries = header.get("arrays", {})
+    if not isinstance(entries, dict):
         raise CheckpointError(f"{path} has a malformed array directory")
-    for name, entry in directory.items():
+    directory, end = {}, 0
+    for name, entry in entries.items():
         try:
-            dtype = np.dtype(entry["dtype"])
-            if dtype.kind != "f":
-                raise TypeError(f"dtype {dtype} is not a float type")
+            if not isinstance(entry, dict):
+                raise TypeError("not an object")
+            dtype = np.dtype(str(entry["dtype"]))
+            if dtype.kind != "f" or dtype.itemsize not in (4, 8) or dtype.byteorder == ">":
+                raise TypeError(f"dtype {dtype} is not little-endian float32 or float64")
             count, offset = _whole(entry["count"]), _whole(entry["offset"])
-            if base + offset + count * dtype.itemsize > len(body):
-                raise ValueError("out of bounds")
-            # read-only views of the file's bytes: callers copy what they keep
-            arrays[name] = np.frombuffer(body, dtype=dtype, count=count, offset=base + offset)
+            nbytes = count * dtype.itemsize
+            if base + offset + nbytes + _DIGEST > size:
+                raise ValueError(f"it needs bytes up to {base + offset + nbytes}, the file has "
+                                 f"{size - _DIGEST}")
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise CheckpointError(f"{path} has a bad entry for array {name!r}: {exc}") from None
-    return version, header, arrays
+        directory[name] = (dtype, count, offset)
+        end = max(end, offset + nbytes + (-nbytes % _ALIGN))
+    expected = base + end + _DIGEST
+    if size != expected:
+        raise CheckpointError(f"{path} is truncated or corrupted: its header describes "
+                              f"{expected} bytes, the file has {size}")
+    return directory
+
+
+def _verify_digest(f, path: Path, size: int) -> None:
+    f.seek(0)
+    digest, left = hashlib.sha256(), size - _DIGEST
+    buffer = bytearray(min(_HASH_CHUNK, max(left, 1)))
+    view = memoryview(buffer)
+    while left > 0:
+        n = f.readinto(view[:min(left, len(buffer))])
+        if not n:
+            raise CheckpointError(f"{path} changed while it was read")
+        digest.update(view[:n])
+        left -= n
+    if digest.digest() != f.read(_DIGEST):
+        raise CheckpointError(f"{path} is corrupted or truncated (checksum mismatch)")
 
 
 def _whole(value: Any) -> int:

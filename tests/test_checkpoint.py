@@ -100,7 +100,7 @@ def corrupt(path, how):
 
 
 @pytest.mark.parametrize("how, pattern", [
-    ("truncate", "checksum mismatch"), ("flip", "checksum mismatch"),
+    ("truncate", "truncated"), ("flip", "checksum mismatch"),
     ("version", "format version 99"), ("magic", "not a numba_adam checkpoint"),
     ("empty", "truncated"),
 ])
@@ -190,6 +190,9 @@ def test_a_killed_writer_leaves_the_previous_checkpoint_intact(tmp_path):
     numba_adam.load_checkpoint(path)
     data = path.read_bytes()
     assert data == good or len(data) == len(good)
+    # The next save clears what the killed writer left behind.
+    opt.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["big.ckpt"]
 
 
 RESUME = textwrap.dedent("""
@@ -287,3 +290,88 @@ def test_checkpoints_hold_logical_state_not_engine_offsets(tmp_path):
     np.testing.assert_array_equal(ckpt.arrays["groups.0.exp_avg"],
                                   np.concatenate([sd["state"][0]["exp_avg"].ravel(),
                                                   sd["state"][1]["exp_avg"].ravel()]))
+
+
+def test_a_save_removes_only_temporaries_of_writers_that_are_gone(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".a.ckpt.{dead.pid}.x1.tmp"
+    live = tmp_path / f".a.ckpt.{os.getppid()}.x2.tmp"     # the process that runs pytest
+    other = tmp_path / f".b.ckpt.{dead.pid}.x3.tmp"        # another target's
+    for p in (stale, live, other):
+        p.write_bytes(b"partial")
+    buf, opt = make()
+    opt.save(tmp_path / "a.ckpt")
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_saving_through_a_symlink_updates_its_target(tmp_path):
+    buf, opt = make()
+    train(buf, opt, 1)
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "real.ckpt"
+    opt.save(target)
+    link = tmp_path / "latest.ckpt"
+    link.symlink_to(target)
+    train(buf, opt, 1)
+    opt.save(link)
+    assert link.is_symlink()
+    assert numba_adam.load_checkpoint(target).groups[0]["updates"] == 2
+
+
+def test_a_new_checkpoint_is_private_and_an_old_one_keeps_its_mode(tmp_path):
+    buf, opt = make()
+    opt.save(tmp_path / "a.ckpt")
+    assert (tmp_path / "a.ckpt").stat().st_mode & 0o777 == 0o600
+    os.chmod(tmp_path / "a.ckpt", 0o644)
+    opt.save(tmp_path / "a.ckpt")
+    assert (tmp_path / "a.ckpt").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("where", ["directory", "missing folder", "empty"])
+def test_save_errors_are_checkpoint_errors_that_name_the_path(tmp_path, where):
+    buf, opt = make()
+    path = {"directory": tmp_path, "missing folder": tmp_path / "no" / "a.ckpt",
+            "empty": ""}[where]
+    with pytest.raises(CheckpointError, match=r"cannot save checkpoint to"):
+        opt.save(path)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_only_regular_files_are_read(tmp_path, kind):
+    if kind == "fifo":
+        path = tmp_path / "pipe"
+        os.mkfifo(path)
+    else:
+        path = tmp_path if kind == "directory" else "/dev/zero"
+    buf, opt = make()
+    with pytest.raises(CheckpointError, match=r"not a regular file"):
+        opt.load(path)
+
+
+REFUSE_GARBAGE = textwrap.dedent("""
+    import resource, struct, sys, json
+    import numba_adam
+    path = sys.argv[1]
+    header = json.dumps({"arrays": {"exp_avg": {"dtype": "<f4", "count": 2**28, "offset": 0}},
+                         "groups": []}).encode()
+    with open(path, "wb") as f:
+        f.write(numba_adam.checkpoint.MAGIC + struct.pack("<IIQ", 2, 0, len(header)) + header)
+        base = -(-(32 + len(header)) // 64) * 64
+        f.truncate(base + (1 << 30) + 32)   # sparse: sizes agree, so the checksum is computed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        numba_adam.load_checkpoint(path)
+    except numba_adam.CheckpointError as exc:
+        print("refused:", str(exc)[-60:])
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+""")
+
+
+def test_refusing_a_1_gib_garbage_file_takes_bounded_memory(tmp_path):
+    out = subprocess.run([sys.executable, "-c", REFUSE_GARBAGE, str(tmp_path / "g.ckpt")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    refused, grew_mb = out.stdout.splitlines()
+    assert refused.startswith("refused:")
+    assert int(grew_mb) < 64, out.stdout
