@@ -9,6 +9,7 @@ anything, so a refused state_dict leaves the optimizer as it was.
 from __future__ import annotations
 
 import math
+import mmap
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -88,14 +89,36 @@ def step_count(value: Any, where: str) -> int:
     return count
 
 
-def state_array(value: Any, where: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
-    """A saved moment as a new array of the optimizer's dtype, shape checked, no silent casts."""
+def state_array(value: Any, where: str, shape: tuple, dtype: np.dtype,
+                nonnegative: bool = False) -> np.ndarray:
+    """A saved moment as an array of the optimizer's dtype: kind, shape and finiteness
+    checked (``nonnegative`` for second moments), no silent casts; a copy unless the
+    source is an immutable checkpoint file."""
     array = np.asarray(_to_numpy(value))
     if array.dtype.kind not in "fiu":
         raise TypeError(f"{where} must be a real numeric array, got dtype {array.dtype}")
     if array.shape != shape:
         raise ValueError(f"{where} has shape {array.shape}, the parameter has shape {shape}")
-    return array.astype(dtype, copy=True)
+    array = array.astype(dtype, copy=not _immutable(array))
+    if array.size:
+        low, high = array.min(), array.max()   # either is NaN if any value is
+        if not (np.isfinite(low) and np.isfinite(high) and (low >= 0 or not nonnegative)):
+            raise ValueError(f"{where} must be finite{' and >= 0' if nonnegative else ''}, "
+                             f"got values in [{low}, {high}]")
+    return array
+
+
+def _immutable(array: np.ndarray) -> bool:
+    """True for a read-only view of a read-only memory map (a checkpoint file's arrays):
+    nothing in this process can change it, so it needs no defensive copy."""
+    root = array
+    while isinstance(root, np.ndarray) and root.base is not None:
+        if root.flags.writeable:
+            return False
+        root = root.base
+    if isinstance(root, memoryview):
+        root = root.obj if root.readonly else None
+    return isinstance(root, mmap.mmap) and not array.flags.writeable
 
 
 def _group_value(key: str, value: Any) -> Any:
@@ -168,7 +191,8 @@ def _check_group_state(saved_state: Mapping, saved_ids: list, indices: range, gi
         if missing:
             raise ValueError(f"state_dict state[{pid!r}] has no {missing[0]!r}")
         states[i] = TensorState(*(state_array(entry[key], f"state_dict state[{pid!r}][{key!r}]",
-                                              shapes[i], dtype) for key in keys))
+                                              shapes[i], dtype, nonnegative=key != "exp_avg")
+                                  for key in keys))
     if len(steps) != 1:
         raise ValueError(f"state_dict group {gi} has parameters at different step counts "
                          f"{sorted(steps)}; numba_adam steps a group together")

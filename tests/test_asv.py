@@ -25,6 +25,7 @@ def test_asv_quick_run_passes(tmp_path):
     assert "failed" not in output.lower(), output[-4000:]
     for name in ("StepTime.time_step", "Bandwidth.track_seconds_per_gb", "Latency.time_step",
                  "ManyTensors.time_step", "SparseRows.time_step", "Checkpoint.time_save",
-                 "Checkpoint.time_load", "peakmem_optimizer_and_100_steps",
+                 "Checkpoint.time_load", "Checkpoint.track_save_mb_per_s",
+                 "Checkpoint.track_load_time_over_np_load", "peakmem_optimizer_and_100_steps",
                  "FirstStep.track_first_step_seconds"):
         assert name in output, f"{name} did not run"

@@ -129,13 +129,14 @@ def test_read_only_and_shared_params_are_refused():
     (lambda sd: sd["state"][1].update(step=7), r"different step counts"),
     (lambda sd: sd["param_groups"][0].update(colour="red"), r"unknown key 'colour'"),
     (lambda sd: sd.pop("state"), r"'state' and 'param_groups'"),
+    (lambda sd: sd["param_groups"].__setitem__(0, "abc"), r"group 0 must be a dict, got str"),
 ])
 def test_mismatched_state_dict_changes_nothing(edit, pattern, stepped):
     opt, params = stepped
     snap = snapshot(opt, params)
     sd = copy.deepcopy(snap[0])
     edit(sd)
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
         opt.load_state_dict(sd)
     assert_unchanged(opt, params, snap)
 
@@ -183,6 +184,15 @@ def test_state_dict_step_counts_are_checked_not_coerced(step, exc, pattern):
     np.testing.assert_array_equal(after["state"][0]["exp_avg"], before["state"][0]["exp_avg"])
 
 
+def test_state_dict_step_counts_are_exact_integers():
+    opt = numba_adam.Adam({"w": np.zeros(3)}, lr=0.1)
+    opt.step({"w": np.ones(3)})
+    sd = opt.state_dict()
+    sd["state"][0]["step"] = 2 ** 53 + 1
+    opt.load_state_dict(sd)
+    assert opt.state_dict()["state"][0]["step"] == 2 ** 53 + 1
+
+
 def test_state_dict_of_other_names_is_refused():
     rng = np.random.default_rng(0)
     a = numba_adam.Adam({"enc": np.zeros(3), "dec": np.zeros(3)}, lr=0.1)
@@ -209,3 +219,57 @@ def test_state_dict_arrays_of_the_wrong_kind_change_nothing(bad, exc):
     assert opt.param_groups[0]["lr"] == 0.1
     np.testing.assert_array_equal(opt.state_dict()["state"][0]["exp_avg"],
                                   before["state"][0]["exp_avg"])
+
+
+@pytest.mark.parametrize("key, bad, pattern", [
+    ("exp_avg", np.array([0.0, np.nan, 0.0]), r"'exp_avg'\] must be finite"),
+    ("exp_avg", np.array([0.0, -np.inf, 0.0]), r"'exp_avg'\] must be finite"),
+    ("exp_avg_sq", np.array([0.0, -1e-3, 0.0]), r"'exp_avg_sq'\] must be finite and >= 0"),
+    ("exp_avg_sq", np.array([0.0, np.inf, 0.0]), r"'exp_avg_sq'\] must be finite and >= 0"),
+])
+def test_state_dict_moments_must_be_finite_and_second_moments_nonnegative(key, bad, pattern):
+    opt = numba_adam.Adam([np.zeros(3), np.zeros(3)], lr=0.1)
+    opt.step([np.ones(3), np.ones(3)])
+    before = opt.state_dict()
+    sd = opt.state_dict()
+    sd["state"][1][key] = bad
+    with pytest.raises(ValueError, match=pattern):
+        opt.load_state_dict(sd)
+    after = opt.state_dict()
+    for i in (0, 1):
+        np.testing.assert_array_equal(after["state"][i][key], before["state"][i][key])
+
+
+def test_legacy_set_weights_bad_values_change_nothing():
+    from numba_adam.compat.keras import legacy
+    opt = legacy.Adam(lr=0.1, amsgrad=True)
+    params = [np.zeros(3), np.zeros(2)]
+    opt.apply_gradients(zip([np.ones(3), np.ones(2)], params))
+    good = opt.get_weights()
+    cases = [
+        ([np.array("7")] + good[1:], TypeError, r"iterations \(weight 0\) must be a whole number"),
+        ([2.9] + good[1:], ValueError, r"iterations \(weight 0\) must be a whole number"),
+        (good[:2] + [np.array([None, None])] + good[3:], TypeError, r"real numeric array"),
+        (good[:3] + [np.array([1.0, np.nan, 2.0])] + good[4:], ValueError, r"must be finite"),
+        (good[:-1] + [np.array(["a", "b"])], TypeError, r"real numeric array"),
+    ]
+    for weights, exc, pattern in cases:
+        with pytest.raises(exc, match=pattern):
+            opt.set_weights(weights)
+        for now, was in zip(opt.get_weights(), good):
+            np.testing.assert_array_equal(now, was)
+    assert legacy.Adam().set_weights([]) is None    # unbuilt: nothing to set, no IndexError
+
+
+@pytest.mark.parametrize("parameter", [np.arange(3), np.array([True, False]), np.array([1j, 2j])],
+                         ids=["int", "bool", "complex"])
+def test_mlx_apply_single_refuses_non_float_parameters(parameter):
+    from numba_adam.compat import mlx
+    opt = mlx.Adam(0.1)
+    state = {}
+    opt.init_single(parameter, state)
+    kept = {k: v.copy() for k, v in state.items()}
+    with pytest.raises(TypeError, match=r"must be float32 or float64"):
+        opt.apply_single(np.ones_like(parameter), parameter, state)
+    for k, v in kept.items():
+        np.testing.assert_array_equal(state[k], v)
