@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, _crc32
 
 FORMAT_NAME = "numba_adam checkpoint"
 FORMAT_VERSION = 3
@@ -119,7 +119,8 @@ def write_checkpoint(path: str | os.PathLike, header: dict[str, Any],
     numba_adam header (with an ``arrays`` directory: name -> dtype, element
     count and byte offset in the data section) and a CRC-32 over that header
     and all the data sit in the safetensors ``__metadata__``.  The checksum is
-    computed on a second thread while the data is written.
+    computed on a second thread while the data is written (a reader verifies
+    it on several threads, see ``_crc32``).
 
     A symlink is written through to its target.  A new file is created with
     mode 0600 (optimizer state is private by default); an existing one keeps
@@ -261,7 +262,6 @@ def _fsync_directory(directory: Path) -> None:
 
 
 MAX_HEADER_BYTES = 64 << 20   # far above any real header; bounds what a crafted file costs
-_HASH_CHUNK = 8 << 20
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[int, dict[str, Any], dict[str, np.ndarray]]:
@@ -420,15 +420,26 @@ def _check_directory(header: dict, path: Path, base: int, end_of_data: int,
 
 
 def _crc32_of(f, path: Path, crc: int, start: int, end: int) -> int:
-    f.seek(start)
-    for chunk in _chunks(f, path, end - start):
-        crc = zlib.crc32(chunk, crc)
-    return crc
+    """``crc`` extended by the file's bytes [start, end), read and hashed in fixed-size
+    chunks on several threads (memory stays bounded: one chunk per thread)."""
+    fd = f.fileno()
+
+    def reader(offset: int, length: int):
+        def read() -> bytes:
+            data = os.pread(fd, length, offset)
+            if len(data) != length:
+                raise CheckpointError(f"{path} changed while it was read")
+            return data
+        return read
+
+    chunks = [(min(_crc32.CHUNK, end - at), reader(at, min(_crc32.CHUNK, end - at)))
+              for at in range(start, end, _crc32.CHUNK)]
+    return _crc32.crc32_chunks(chunks, crc)
 
 
 def _chunks(f, path: Path, left: int):
     """The next ``left`` bytes of ``f``, in views of one reused fixed-size buffer."""
-    buffer = memoryview(bytearray(min(_HASH_CHUNK, max(left, 1))))
+    buffer = memoryview(bytearray(min(_crc32.CHUNK, max(left, 1))))
     while left > 0:
         n = f.readinto(buffer[:min(left, len(buffer))])
         if not n:
