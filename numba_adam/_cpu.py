@@ -22,14 +22,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import carray, njit, prange, types
+from numba import carray, njit, types
 from numba.extending import intrinsic
 
-from . import _formula
+from . import _formula, _threads
 from ._config import (
     BETA2, CLIP_VALUE, DECAY, DENOM_SCALE, EPS, FASTMATH, GRAD_AT, GRAD_SIGN, GROUP,
     ITEM_BEGIN, ITEM_LENGTH, ITEM_TENSOR, L2, ONE_MINUS_BETA1, ONE_MINUS_BETA2,
-    PARALLEL_MIN_ELEMENTS, PARAM_AT, SKIP, STATE_OFFSET, STEP_SIZE, VMAX_OFFSET,
+    PARAM_AT, SKIP, STATE_OFFSET, STEP_SIZE, VMAX_OFFSET,
     WORK_ITEM_ELEMENTS,
 )
 from ._layout import Layout
@@ -105,24 +105,22 @@ def _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max):
                   row[GRAD_SIGN] * grad_scales[t])
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
-def adam_items_parallel(items, tensors, scalars, grad_scales, m, v, v_max):
-    """Update every work item, items spread over the thread pool."""
-    for item in prange(items.shape[0]):
+# Every kernel is serial over a range of its work and releases the GIL; ``_threads.run``
+# spreads a launch over numba_adam's sleeping worker threads (see ``_threads``).
+_kernel = njit(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+
+
+@_kernel
+def adam_items_range(lo, hi, items, tensors, scalars, grad_scales, m, v, v_max):
+    """Update work items ``lo`` .. ``hi - 1``."""
+    for item in range(lo, hi):
         _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def adam_items_serial(items, tensors, scalars, grad_scales, m, v, v_max):
-    """Update every work item on the calling thread (small models)."""
-    for item in range(items.shape[0]):
-        _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max)
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def sum_squares_items(items, tensors, like, out):
-    """Sum of squared gradient elements of each work item, in float64."""
-    for item in prange(items.shape[0]):
+@njit(nogil=True, cache=True, error_model="numpy")
+def sum_squares_range(lo, hi, items, tensors, like, out):
+    """Sum of squared gradient elements of work items ``lo`` .. ``hi - 1``, in float64."""
+    for item in range(lo, hi):
         t = items[item, ITEM_TENSOR]
         n = items[item, ITEM_LENGTH]
         if tensors[t, SKIP] != 0:
@@ -137,21 +135,23 @@ def sum_squares_items(items, tensors, like, out):
         out[item] = total
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
-def adam_rows_dense_kernel(p, m, v, v_max, row_slot, values, row, grad_scale, zeros):
+@_kernel
+def adam_rows_dense_range(lo, hi, p, m, v, v_max, row_slot, values, row, grad_scale, zeros):
     """Sparse gradient, dense-equivalent (Keras/TF): every row decays and moves.
 
-    Row r's gradient is ``values[row_slot[r]]``, or zero where ``row_slot[r] < 0``;
-    runs of zero-gradient rows are updated as one flat range against ``zeros``
-    (a zero array of at least one chunk of rows), so untouched rows cost what
-    a dense update costs, minus the gradient read.
+    Rows are handled in chunks of ``zeros.size // cols`` rows; this updates
+    chunks ``lo`` .. ``hi - 1``.  Row r's gradient is ``values[row_slot[r]]``,
+    or zero where ``row_slot[r] < 0``; runs of zero-gradient rows are updated
+    as one flat range against ``zeros`` (a zero array of at least one chunk of
+    rows), so untouched rows cost what a dense update costs, minus the
+    gradient read.
     """
     n_rows, cols = p.shape
     chunk_rows = max(1, zeros.size // max(cols, 1))
     pf, mf, vf = p.ravel(), m.ravel(), v.ravel()
     use_vmax = v_max.shape[0] > 0
     vmf = v_max.ravel()
-    for chunk in prange((n_rows + chunk_rows - 1) // chunk_rows):
+    for chunk in range(lo, hi):
         r = chunk * chunk_rows
         end = min(r + chunk_rows, n_rows)
         while r < end:
@@ -169,13 +169,29 @@ def adam_rows_dense_kernel(p, m, v, v_max, row_slot, values, row, grad_scale, ze
             r = last
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
-def adam_rows_lazy_kernel(p, m, v, v_max, rows, values, row, grad_scale):
-    """Sparse gradient, lazy (TF LazyAdam, torch SparseAdam): only ``rows`` change."""
-    for k in prange(rows.shape[0]):
+@_kernel
+def adam_rows_lazy_range(lo, hi, p, m, v, v_max, rows, values, row, grad_scale):
+    """Sparse gradient, lazy (TF LazyAdam, torch SparseAdam): only ``rows[lo:hi]`` change
+    (rows are distinct: duplicates were merged before)."""
+    for k in range(lo, hi):
         r = rows[k]
         vmt = v_max[r] if v_max.shape[0] > 0 else v_max.ravel()
         _update_range(p[r], values[k], m[r], v[r], vmt, row, grad_scale)
+
+
+# Sparse row updates change shape every step, so they split by size alone: from about
+# where a split dense step measured faster than a serial one on a 2-core VM (5e5-1e6).
+SPLIT_ROWS_FROM = 1 << 19
+
+
+def _rows_launch(kernel, elements: int, units: int, *args) -> None:
+    """``kernel(lo, hi, *args)`` over ``units`` rows or row chunks (``elements`` in all)."""
+    threads = min(_threads.get_num_threads(), units) if elements >= SPLIT_ROWS_FROM else 1
+    if threads <= 1:
+        kernel(0, units, *args)
+        return
+    edges = [units * j // threads for j in range(threads + 1)]
+    _threads.run(kernel, [(lo, hi) + args for lo, hi in zip(edges[:-1], edges[1:])])
 
 
 # -- arrays ------------------------------------------------------------------
@@ -232,8 +248,8 @@ class Plan:
         self._skipping = False
         self._row_slots: dict[int, np.ndarray] = {}
         self._zeros: np.ndarray | None = None
-        self.kernel = adam_items_parallel if layout.size >= PARALLEL_MIN_ELEMENTS \
-            else adam_items_serial
+        # serial or split over numba_adam's threads, measured in the first steps
+        self.splitter = _threads.Splitter(layout.size, self.items[:, ITEM_LENGTH].copy())
 
     def bind_buffer_grads(self) -> None:
         """Read every gradient from its ParamBuffer grad view."""
@@ -299,7 +315,8 @@ def adam_step(plan: Plan, scalars: np.ndarray, grad_scales: np.ndarray, state) -
     """Update every tensor that is not skipped: one kernel launch."""
     if plan.staged:
         plan.stage_in()
-    plan.kernel(plan.items, plan.tensors, scalars, grad_scales, state.m, state.v, state.v_max)
+    plan.splitter.launch(adam_items_range, plan.items, plan.tensors, scalars, grad_scales,
+                         state.m, state.v, state.v_max)
     if plan.staged:
         plan.stage_out()
 
@@ -317,13 +334,16 @@ def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values:
     values = values.reshape(len(rows), shape[1])
     plan.stage_in(i)
     if lazy:
-        adam_rows_lazy_kernel(p, m, v, v_max, rows, values, row, scale)
+        _rows_launch(adam_rows_lazy_range, values.size, len(rows),
+                     p, m, v, v_max, rows, values, row, scale)
     else:
         slot = plan.row_slots(i, shape[0])
         slot[rows] = np.arange(len(rows))
+        zeros = plan.zero_rows(shape[1])
+        chunk_rows = max(1, zeros.size // max(shape[1], 1))
         try:
-            adam_rows_dense_kernel(p, m, v, v_max, slot, values, row, scale,
-                                   plan.zero_rows(shape[1]))
+            _rows_launch(adam_rows_dense_range, p.size, -(-shape[0] // chunk_rows),
+                         p, m, v, v_max, slot, values, row, scale, zeros)
         finally:
             slot[rows] = -1
     plan.stage_out(i)
@@ -331,7 +351,8 @@ def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values:
 
 def grad_sum_squares(plan: Plan, item_sums: np.ndarray) -> None:
     """Per-item float64 sums of squared gradients (tensors that are skipped give 0)."""
-    sum_squares_items(plan.items, plan.tensors, plan.like, item_sums)
+    _threads.run_shares(sum_squares_range, plan.splitter.chosen,
+                        (plan.items, plan.tensors, plan.like, item_sums))
 
 
 def clip_scales(plan: Plan, item_sums, extra_sums, clipnorms, global_clipnorm: float,

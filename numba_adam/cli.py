@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import platform
 import sys
 from pathlib import Path
@@ -14,12 +13,12 @@ def kernel_cache_status() -> str:
     """Whether compiled kernels are in Numba's on-disk cache ("warm") or not ("cold")."""
     from . import _cpu
     found = []
-    for kernel in (_cpu.adam_items_serial, _cpu.adam_items_parallel):
+    for kernel in (_cpu.adam_items_range, _cpu.sum_squares_range):
         cache_dir = Path(kernel._cache._cache_path)
         stem = f"_cpu.{kernel.py_func.__name__}-"
         found.append(any(p.name.startswith(stem) and p.suffix == ".nbi"
                          for p in cache_dir.glob("*.nbi")))
-    where = _cpu.adam_items_parallel._cache._cache_path
+    where = _cpu.adam_items_range._cache._cache_path
     state = "warm" if all(found) else ("partly warm" if any(found) else "cold")
     return f"{state} ({where})"
 
@@ -43,21 +42,16 @@ def info(args: argparse.Namespace) -> int:
     import numba
     import numpy
 
-    from . import __version__
-    numba.config.reload_config()
-    try:
-        layer = numba.threading_layer()
-    except ValueError:
-        layer = f"not started yet (configured: {numba.config.THREADING_LAYER})"
+    from . import __version__, get_num_threads
     rows = [
         ("numba_adam", __version__),
         ("python", platform.python_version()),
         ("numba", numba.__version__),
         ("numpy", numpy.__version__),
         ("llvmlite", llvmlite.__version__),
-        ("threading layer", layer),
-        ("threads", f"{numba.get_num_threads()} (NUMBA_NUM_THREADS to change)"),
-        ("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "unset")),
+        ("threading layer", "numba_adam's own worker threads, asleep when idle (Numba's "
+                            "parallel layer is not used)"),
+        ("threads", f"{get_num_threads()} (numba_adam.set_num_threads, or NUMBA_NUM_THREADS)"),
         ("kernel cache", kernel_cache_status()),
         ("CUDA", cuda_status()),
     ]

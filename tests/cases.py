@@ -47,14 +47,14 @@ def tolerance(dtype):
 
 
 def with_each_thread_count(run):
-    """``run()`` under 1 and then 2 Numba threads (the count restored after); both results."""
-    import numba
-    previous = numba.get_num_threads()
+    """``run()`` under 1, 2 and 3 numba_adam threads (the count restored after); the results."""
+    import numba_adam
+    previous = numba_adam.get_num_threads()
     try:
         results = []
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
+        for threads in (1, 2, 3):
+            numba_adam.set_num_threads(threads)
             results.append(run())
         return results
     finally:
-        numba.set_num_threads(previous)
+        numba_adam.set_num_threads(previous)

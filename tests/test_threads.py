@@ -1,4 +1,5 @@
-"""Results do not depend on the number of Numba threads."""
+"""numba_adam's threads: results independent of their number; idle threads sleep; the
+process is left as it was."""
 
 import numpy as np
 import pytest
@@ -22,5 +23,68 @@ def test_one_and_two_threads_give_identical_results(amsgrad):
             opt.step()
         return buf.data.copy()
 
-    one, two = with_each_thread_count(run)
+    one, two, three = with_each_thread_count(run)
     np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(one, three)
+
+
+def test_clipping_and_sparse_rows_do_not_depend_on_the_thread_count():
+    rng = np.random.default_rng(6)
+    table = rng.standard_normal((3000, 64))
+    dense = rng.standard_normal(100_000)
+    rows = rng.choice(3000, 700, replace=False)
+    values = rng.standard_normal((700, 64))
+
+    def run():
+        out = []
+        for lazy in (False, True):
+            t, d = table.copy(), dense.copy()
+            opt = numba_adam.Adam([{"params": [t], "lazy_sparse": lazy, "clipnorm": 5.0},
+                                   {"params": [d]}], lr=1e-2)
+            opt.global_clipnorm = 3.0
+            for _ in range(2):
+                opt.step([numba_adam.IndexedSlices(values, rows, t.shape), dense])
+            out += [t, d]
+        return out
+
+    for results in zip(*with_each_thread_count(run)):
+        for r in results[1:]:
+            np.testing.assert_array_equal(results[0], r)
+
+
+def test_set_num_threads_checks_its_argument():
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="integer >= 1"):
+            numba_adam.set_num_threads(bad)
+
+
+GOOD_NEIGHBOUR = """
+import os, time, resource, sys
+import numpy as np
+before = dict(os.environ)
+import numba_adam
+buf = numba_adam.ParamBuffer({"w": np.zeros(2_000_000, np.float32)})
+opt = numba_adam.Adam(buf)
+opt.global_clipnorm = 1.0
+numba_adam.set_num_threads(2)
+for _ in range(3):
+    buf.grad[:] = 1.0
+    opt.step()
+assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())
+from numba.np.ufunc import parallel
+assert not parallel._is_initialized, "numba's threading layer was started"
+cpu = time.process_time()
+time.sleep(0.3)
+print(time.process_time() - cpu)
+"""
+
+
+def test_importing_and_stepping_leaves_the_process_as_it_was():
+    """No environment variable set, Numba's threading layer not started, and the worker
+    threads asleep between steps (no CPU time while the process idles)."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", GOOD_NEIGHBOUR], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert float(out.stdout.strip()) < 0.05, out.stdout
