@@ -26,3 +26,14 @@ def warm_optimizer(size, dtype="float32", option="adam", tensors=1):
 
 def bytes_per_param(dtype, option):
     return (9 if option == "amsgrad" else 7) * np.dtype(dtype).itemsize
+
+
+def roofline_ratio(step, roofline, rounds=15):
+    """Median time of ``step`` over that of the same-bytes ``roofline``, interleaved (memory
+    speed drifts): 1.0 is the memory-bus limit, lower is better."""
+    from numba_adam.bench import median_seconds
+    ours, roof = [], []
+    for _ in range(rounds):
+        ours.append(median_seconds(step, 3))
+        roof.append(median_seconds(roofline, 3))
+    return float(np.median(ours) / np.median(roof))

@@ -5,9 +5,6 @@
 # values are finite.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
-# Below this many elements a serial loop beats waking the thread pool.
-PARALLEL_MIN_ELEMENTS = 1 << 15
-
 # Tensors are cut into work items of at most this many elements, so threads
 # share big tensors and one item's loop stays long enough to vectorise.
 WORK_ITEM_ELEMENTS = 1 << 15

@@ -141,11 +141,13 @@ def split(weights: Sequence[int] | Any, parts: int) -> list[tuple[int, int]]:
 # more than half the work: ~50 µs measured on a 2-core VM); from SPLIT_FROM on it is
 # always split.  In between, a Splitter times both in its first launches and keeps the
 # faster, so the choice is made on this machine, for this model, in the user's own loop
-# (where BLAS threads may be holding the other cores).
+# (where BLAS threads may be holding the other cores).  It times them again every
+# RETRIAL_EVERY launches, so a choice made under a passing load does not stick.
 SERIAL_BELOW = 1 << 16
 SPLIT_FROM = 1 << 23
 TRIAL_LAUNCHES = 6          # timed launches, alternating split and serial, after one warm-up
 SPLIT_MUST_WIN_BY = 0.9     # split only if its best time is under 90% of serial's
+RETRIAL_EVERY = 1000
 
 
 class Splitter:
@@ -157,6 +159,7 @@ class Splitter:
         self._threads = 0
         self.chosen: list[tuple[int, int]] = [(0, len(weights))]
         self._trial: dict[str, list[float]] | None = None
+        self._retrial_in: int | None = None
 
     def _reset(self, threads: int) -> None:
         self._threads = threads
@@ -164,14 +167,19 @@ class Splitter:
         split_shares = split(self.weights, threads) if threads > 1 else serial
         self._candidates = {"serial": serial, "split": split_shares}
         self._trial = None
+        self._retrial_in = None
         if len(split_shares) == 1 or self.elements < SERIAL_BELOW:
             self.chosen = serial
         elif self.elements >= SPLIT_FROM:
             self.chosen = split_shares
         else:
             self.chosen = serial
-            self._trial = {"serial": [], "split": []}
-            self._launches = 0
+            self._start_trial()
+
+    def _start_trial(self) -> None:
+        self._trial = {"serial": [], "split": []}
+        self._launches = 0
+        self._retrial_in = RETRIAL_EVERY
 
     def launch(self, kernel: Callable[..., Any], *args: Any) -> None:
         """``kernel(lo, hi, *args)`` over every unit."""
@@ -180,6 +188,10 @@ class Splitter:
             self._reset(threads)
         if self._trial is None:
             run_shares(kernel, self.chosen, args)
+            if self._retrial_in is not None:
+                self._retrial_in -= 1
+                if self._retrial_in <= 0:
+                    self._start_trial()
             return
         self._launches += 1
         mode = "serial" if self._launches == 1 or self._launches % 2 else "split"

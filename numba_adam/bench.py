@@ -1,11 +1,25 @@
-"""``numba-adam bench``: numba_adam against NumPy, PyTorch and the memory-bandwidth limit.
+"""``numba-adam bench``: numba_adam against NumPy, PyTorch and the memory-bandwidth limit,
+fair by construction.
 
-Every implementation runs the same Adam step on the same data.  Timings are
-interleaved (one step of each implementation in turn, repeated) because
-memory speed drifts between runs; the table reports medians, effective GB/s
-(bytes an Adam step must move: read p, g, m, v and write p, m, v, plus v_max
-with AMSGrad), the share of the same-bytes roofline kernel, and numba_adam's
-speed-up over each alternative.
+Every implementation runs in its own worker process, with that library's own
+default settings (threads, wait policies), and is warmed up before timing.
+The workers take samples in turn (A B C, B C A, C A B ...), so drifts in
+memory speed and machine load fall on all of them alike; a pause before each
+sample lets the previous worker's threads go idle.  Ratios are taken per round
+(other / numba_adam in the same round) and reported as the median with the
+range over rounds.
+
+Three kinds of case:
+
+- **step**: one optimizer step on its own, against NumPy, PyTorch (``fused``
+  and ``foreach``), and a "roofline" kernel that moves the same bytes with no
+  arithmetic (read p, g, m, v and write p, m, v, plus v_max with AMSGrad).
+- **loop**: a training-loop iteration (two 256x256 matmuls, then the step),
+  against the same loop with a serial same-bytes kernel in place of the step,
+  and the in-loop step against the bare step of the same model on one thread.
+- **neighbour**: PyTorch's fused step and matmul, and NumPy's matmul, in a
+  process that imported numba_adam and stepped it, against a process that did
+  not.
 """
 
 from __future__ import annotations
@@ -18,59 +32,68 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
-import numba
 import numpy as np
-from numba import njit, prange
 
-from ._config import PARALLEL_MIN_ELEMENTS, WORK_ITEM_ELEMENTS
-from .buffer import ParamBuffer
-from .optim import Adam
+# -- the roofline: a kernel that moves exactly an Adam step's bytes -------------
+_kernels: dict[str, Any] = {}
 
 
-# -- the roofline: kernels that move exactly an Adam step's bytes -------------
-@njit(inline="always", fastmath=True, error_model="numpy")
-def _touch(p, g, m, v):
-    for i in range(p.size):
-        a = g[i]
-        p[i] += a
-        m[i] += a
-        v[i] += a
+def _same_bytes_kernel():
+    """The same-bytes kernel over work chunks lo..hi (compiled on first use, so importing
+    this module stays light for the workers that time other libraries)."""
+    if "chunks" not in _kernels:
+        from numba import njit
+
+        @njit(inline="always", fastmath=True, error_model="numpy")
+        def touch(p, g, m, v, v_max):   # whole slices: the loop vectorises
+            if v_max.size:
+                for i in range(p.size):
+                    a = g[i]
+                    p[i] += a
+                    m[i] += a
+                    v[i] += a
+                    v_max[i] += a
+            else:
+                for i in range(p.size):
+                    a = g[i]
+                    p[i] += a
+                    m[i] += a
+                    v[i] += a
+
+        @njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
+        def same_bytes_chunks(lo, hi, chunk, p, g, m, v, v_max):
+            """Reads p, g, m, v (and v_max), writes p, m, v (and v_max), chunks lo..hi."""
+            for c in range(lo, hi):
+                a, b = c * chunk, min(p.size, (c + 1) * chunk)
+                touch(p[a:b], g[a:b], m[a:b], v[a:b], v_max[a:b] if v_max.size else v_max)
+
+        _kernels["chunks"] = same_bytes_chunks
+    return _kernels["chunks"]
 
 
-@njit(inline="always", fastmath=True, error_model="numpy")
-def _touch_amsgrad(p, g, m, v, v_max):
-    for i in range(p.size):
-        a = g[i]
-        p[i] += a
-        m[i] += a
-        v[i] += a
-        v_max[i] += a
+class SameBytes:
+    """The roofline for ``n`` parameters: moves an Adam step's bytes, on numba_adam's
+    threads and split the way a step of that size is (``serial=True``: the caller only)."""
+
+    def __init__(self, n: int, dtype: Any = np.float32, amsgrad: bool = False,
+                 serial: bool = False, rng: Any = None) -> None:
+        from . import _threads
+        from ._config import WORK_ITEM_ELEMENTS
+        rng = rng if rng is not None else np.random.default_rng(1)
+        self.arrays = [(rng.standard_normal(n) * 1e-30).astype(dtype) for _ in range(4)]
+        self.v_max = np.zeros(n if amsgrad else 0, dtype)
+        self._chunk = WORK_ITEM_ELEMENTS
+        self._kernel = _same_bytes_kernel()
+        chunks = np.ones(-(-n // WORK_ITEM_ELEMENTS), np.int64)
+        self._splitter = _threads.Splitter(0 if serial else n, chunks)
+
+    def __call__(self) -> None:
+        self._splitter.launch(self._kernel, self._chunk, *self.arrays, self.v_max)
 
 
-@njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
-def same_bytes_parallel(p, g, m, v, v_max):
-    """Reads p, g, m, v (and v_max), writes p, m, v (and v_max): the bytes of an Adam step."""
-    chunk = WORK_ITEM_ELEMENTS
-    for c in prange((p.size + chunk - 1) // chunk):
-        a = c * chunk
-        b = min(p.size, a + chunk)
-        if v_max.size:
-            _touch_amsgrad(p[a:b], g[a:b], m[a:b], v[a:b], v_max[a:b])
-        else:
-            _touch(p[a:b], g[a:b], m[a:b], v[a:b])
-
-
-@njit(cache=True, fastmath=True, error_model="numpy")
-def same_bytes_serial(p, g, m, v, v_max):
-    """The serial twin, for sizes where waking threads costs more than it gives."""
-    if v_max.size:
-        _touch_amsgrad(p, g, m, v, v_max)
-    else:
-        _touch(p, g, m, v)
-
-
+# -- model shapes ------------------------------------------------------------
 def transformer_shapes(layers: int = 18, d: int = 128, ff: int = 512, vocab: int = 9000,
                        context: int = 512, out: int = 1600) -> list[tuple[int, ...]]:
     """Tensor shapes of a small transformer: 294 tensors, 5.0M parameters by default."""
@@ -88,54 +111,38 @@ def even_shapes(total: int, tensors: int) -> list[tuple[int, ...]]:
     return [(base + (1 if i < total % tensors else 0),) for i in range(tensors)]
 
 
-@dataclass
-class Case:
-    name: str
-    shapes: list[tuple[int, ...]]
-
-    @property
-    def size(self) -> int:
-        return int(sum(int(np.prod(s)) for s in self.shapes))
+def bytes_per_param(dtype, amsgrad: bool) -> int:
+    return (9 if amsgrad else 7) * np.dtype(dtype).itemsize
 
 
-@dataclass
-class Result:
-    case: str
-    implementation: str
-    params: int
-    tensors: int
-    seconds: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return float(np.median(self.seconds))
-
-
-# -- implementations ---------------------------------------------------------
-def _numba_adam(case: Case, dtype, amsgrad: bool, rng) -> Callable[[], None]:
-    buf = ParamBuffer({str(i): rng.standard_normal(s) for i, s in enumerate(case.shapes)}, dtype)
-    buf.grad[:] = rng.standard_normal(buf.size)
-    opt = Adam(buf, lr=1e-3, amsgrad=amsgrad)
+# -- what a worker process runs ------------------------------------------------
+def _numba_adam(shapes, dtype, amsgrad, rng):
+    import numba_adam
+    buf = numba_adam.ParamBuffer({str(i): rng.standard_normal(s) for i, s in enumerate(shapes)},
+                                 dtype)
+    buf.grad[:] = rng.standard_normal(buf.size) * 1e-3
+    opt = numba_adam.Adam(buf, lr=1e-6, amsgrad=amsgrad)
     return opt.step
 
 
-def _numba_adam_arrays(case: Case, dtype, amsgrad: bool, rng) -> Callable[[], None]:
-    params = [rng.standard_normal(s).astype(dtype) for s in case.shapes]
-    grads = [rng.standard_normal(s).astype(dtype) for s in case.shapes]
-    opt = Adam(params, lr=1e-3, amsgrad=amsgrad)
+def _numba_adam_arrays(shapes, dtype, amsgrad, rng):
+    import numba_adam
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    grads = [(rng.standard_normal(s) * 1e-3).astype(dtype) for s in shapes]
+    opt = numba_adam.Adam(params, lr=1e-6, amsgrad=amsgrad)
     return lambda: opt.step(grads)
 
 
-def _numpy(case: Case, dtype, amsgrad: bool, rng) -> Callable[[], None]:
+def _numpy(shapes, dtype, amsgrad, rng):
     """Adam in NumPy with in-place ops (no temporaries beyond one scratch per tensor)."""
-    ps = [rng.standard_normal(s).astype(dtype) for s in case.shapes]
-    gs = [rng.standard_normal(s).astype(dtype) for s in case.shapes]
+    ps = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    gs = [(rng.standard_normal(s) * 1e-3).astype(dtype) for s in shapes]
     ms = [np.zeros_like(p) for p in ps]
     vs = [np.zeros_like(p) for p in ps]
     vmaxs = [np.zeros_like(p) for p in ps] if amsgrad else None
     scratch = [np.empty_like(p) for p in ps]
     state = {"t": 0}
-    b1, b2, lr, eps = 0.9, 0.999, 1e-3, 1e-8
+    b1, b2, lr, eps = 0.9, 0.999, 1e-6, 1e-8
 
     def step():
         state["t"] += 1
@@ -162,67 +169,142 @@ def _numpy(case: Case, dtype, amsgrad: bool, rng) -> Callable[[], None]:
 
 
 def _torch(kind: str):
-    def make(case: Case, dtype, amsgrad: bool, rng) -> Callable[[], None]:
+    def make(shapes, dtype, amsgrad, rng):
         import torch
         tdtype = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
-        params = [torch.tensor(rng.standard_normal(s), dtype=tdtype) for s in case.shapes]
+        params = [torch.tensor(rng.standard_normal(s), dtype=tdtype) for s in shapes]
         for p in params:
-            p.grad = torch.tensor(rng.standard_normal(tuple(p.shape)), dtype=tdtype)
-        opt = torch.optim.Adam(params, lr=1e-3, amsgrad=amsgrad, **{kind: True})
+            p.grad = torch.tensor(rng.standard_normal(tuple(p.shape)) * 1e-3, dtype=tdtype)
+        opt = torch.optim.Adam(params, lr=1e-6, amsgrad=amsgrad, **{kind: True})
         return opt.step
     return make
 
 
-def _roofline(case: Case, dtype, amsgrad: bool, rng) -> Callable[[], None]:
-    n = case.size
-    arrays = [rng.standard_normal(n).astype(dtype) for _ in range(4)]
-    v_max = np.zeros(n if amsgrad else 0, dtype)
-    p, g, m, v = arrays
-    kernel = same_bytes_parallel if n >= PARALLEL_MIN_ELEMENTS else same_bytes_serial
-    return lambda: kernel(p, g, m, v, v_max)
+def _roofline(shapes, dtype, amsgrad, rng):
+    return SameBytes(int(sum(np.prod(s) for s in shapes)), dtype, amsgrad, rng=rng)
 
 
-def implementations(torch_available: bool) -> dict[str, Callable]:
-    impls = {"numba_adam": _numba_adam, "numba_adam (plain arrays)": _numba_adam_arrays,
-             "numpy": _numpy}
-    if torch_available:
-        impls["torch fused"] = _torch("fused")
-        impls["torch foreach"] = _torch("foreach")
-    impls["roofline"] = _roofline
-    return impls
+STEP_IMPLEMENTATIONS: dict[str, Callable] = {
+    "numba_adam": _numba_adam, "numba_adam (plain arrays)": _numba_adam_arrays,
+    "numpy": _numpy, "torch fused": _torch("fused"), "torch foreach": _torch("foreach"),
+    "roofline": _roofline,
+}
+NEEDS_TORCH = {"torch fused", "torch foreach"}
 
 
-def bytes_per_param(dtype, amsgrad: bool) -> int:
-    return (9 if amsgrad else 7) * np.dtype(dtype).itemsize
+def _loop(make_step):
+    """A training-loop iteration: two 256x256 float32 matmuls (NumPy's BLAS), then the step.
+    Each call returns (iteration seconds, step seconds)."""
+    a = np.random.default_rng(2).standard_normal((256, 256)).astype(np.float32)
+
+    def iteration():
+        start = time.perf_counter()
+        a @ a
+        a @ a
+        middle = time.perf_counter()
+        make_step()
+        end = time.perf_counter()
+        return end - start, end - middle
+    return iteration
 
 
-# -- running -----------------------------------------------------------------
-def run_case(case: Case, impls: dict, dtype, amsgrad: bool, repeats: int, seconds: float,
-             progress: Callable[[str], None]) -> list[Result]:
-    rng = np.random.default_rng(0)
-    steps, results = {}, {}
-    for name, make in impls.items():
-        if name == "numba_adam (plain arrays)" and len(case.shapes) == 1:
-            continue
-        progress(f"{case.name}: preparing {name}")
-        fn = make(case, dtype, amsgrad, rng)
-        fn()   # compile / warm up
-        steps[name] = fn
-        results[name] = Result(case.name, name, case.size, len(case.shapes))
-    # calls per sample: enough to fill about `seconds` per sample for the slowest
-    probe = max(_time_once(fn) for fn in steps.values())
-    inner = max(1, min(1000, int(seconds / max(probe, 1e-7) / max(repeats, 1))))
-    for r in range(repeats):
-        progress(f"{case.name}: repeat {r + 1}/{repeats}")
-        for name, fn in steps.items():
-            start = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            results[name].seconds.append((time.perf_counter() - start) / inner)
-    return list(results.values())
+def _loop_numba_adam(shapes, dtype, amsgrad, rng):
+    return _loop(_numba_adam(shapes, dtype, amsgrad, rng))
 
 
-def _time_once(fn: Callable[[], None]) -> float:
+def _loop_same_bytes(shapes, dtype, amsgrad, rng):
+    n = int(sum(np.prod(s) for s in shapes))
+    return _loop(SameBytes(n, dtype, amsgrad, serial=True, rng=rng))
+
+
+def _bare_one_thread(shapes, dtype, amsgrad, rng):
+    import numba_adam
+    numba_adam.set_num_threads(1)
+    return _numba_adam(shapes, dtype, amsgrad, rng)
+
+
+LOOP_IMPLEMENTATIONS: dict[str, Callable] = {
+    "numba_adam in the loop": _loop_numba_adam,
+    "serial same-bytes kernel in the loop": _loop_same_bytes,
+    "numba_adam bare, 1 thread": _bare_one_thread,
+}
+
+
+def _neighbour(what: str, with_numba_adam: bool):
+    def make(shapes, dtype, amsgrad, rng):
+        if with_numba_adam:   # imported and stepped (threads started) before anything else
+            import numba_adam
+            buf = numba_adam.ParamBuffer({"w": np.zeros(2_000_000, np.float32)})
+            opt = numba_adam.Adam(buf)
+            for _ in range(10):
+                opt.step()
+        if what == "numpy matmul 256":
+            x = rng.standard_normal((256, 256)).astype(np.float32)
+            return lambda: x @ x
+        import torch
+        if what == "torch matmul 256":
+            y = torch.randn(256, 256)
+            return lambda: y @ y
+        sizes = [1000] * 10 if what == "torch fused, 10 tensors" else [1_000_000]
+        params = [torch.randn(n) for n in sizes]
+        for p in params:
+            p.grad = torch.randn(p.shape) * 1e-3
+        return torch.optim.Adam(params, lr=1e-6, fused=True).step
+    return make
+
+
+NEIGHBOUR_MEASUREMENTS = ("torch fused, 10 tensors", "torch fused, 1e6", "torch matmul 256",
+                          "numpy matmul 256")
+NEIGHBOUR_IMPLEMENTATIONS: dict[str, Callable] = {}
+for _what in NEIGHBOUR_MEASUREMENTS:
+    NEIGHBOUR_IMPLEMENTATIONS[_what] = _neighbour(_what, False)
+    NEIGHBOUR_IMPLEMENTATIONS[f"{_what}, numba_adam imported"] = _neighbour(_what, True)
+
+ALL_IMPLEMENTATIONS = {**STEP_IMPLEMENTATIONS, **LOOP_IMPLEMENTATIONS,
+                       **NEIGHBOUR_IMPLEMENTATIONS}
+
+
+# OpenMP runtimes keep their threads spinning for a while after a parallel region
+# (libgomp's default spin, Intel's 200 ms block time): a worker waits this long before
+# each sample so that the previous worker's threads are asleep.
+PAUSE_SECONDS = 0.25
+
+
+def worker_main() -> None:
+    """A bench worker: one implementation, timed on request (JSON lines on stdin/stdout)."""
+    setup = json.loads(sys.stdin.readline())
+    name, threads = setup["implementation"], setup.get("threads")
+    if threads and "torch" in name:
+        import torch
+        torch.set_num_threads(threads)
+    if threads and (name.startswith("numba_adam") or name == "roofline" or "loop" in name):
+        import numba_adam
+        numba_adam.set_num_threads(threads)     # the 1-thread bare step sets its own
+    fn = ALL_IMPLEMENTATIONS[name](
+        [tuple(s) for s in setup["shapes"]], np.dtype(setup["dtype"]), setup["amsgrad"],
+        np.random.default_rng(0))
+    for _ in range(3):
+        fn()   # compile or load from the cache, fill caches
+    probe = min(_time_once(fn) for _ in range(3))
+    inner = max(1, min(2000, int(setup["seconds"] / max(probe, 1e-7))))
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        time.sleep(PAUSE_SECONDS)   # let the previous worker's threads go idle
+        parts = []
+        start = time.perf_counter()
+        for _ in range(inner):
+            parts.append(fn())
+        total = (time.perf_counter() - start) / inner
+        sample = {"seconds": total}
+        if parts and isinstance(parts[0], tuple):    # a loop: (iteration, step) each call
+            sample = {"seconds": float(np.median([p[0] for p in parts])),
+                      "step_seconds": float(np.median([p[1] for p in parts]))}
+        print(json.dumps(sample), flush=True)
+
+
+def _time_once(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -231,6 +313,197 @@ def _time_once(fn: Callable[[], None]) -> float:
 def median_seconds(fn: Callable[[], None], repeats: int) -> float:
     """Median wall time of ``repeats`` calls of ``fn``."""
     return float(np.median([_time_once(fn) for _ in range(repeats)]))
+
+
+# -- the parent: cases, alternating workers, ratios ----------------------------
+@dataclass
+class Case:
+    name: str
+    shapes: list[tuple[int, ...]]
+    kind: str = "step"                       # "step", "loop" or "neighbour"
+    implementations: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return int(sum(int(np.prod(s)) for s in self.shapes))
+
+
+@dataclass
+class Result:
+    case: str
+    implementation: str
+    params: int
+    tensors: int
+    seconds: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.seconds))
+
+
+class _Worker:
+    def __init__(self, case: Case, implementation: str, args: argparse.Namespace) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from numba_adam.bench import worker_main; worker_main()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._send(dict(implementation=implementation, shapes=case.shapes, dtype=args.dtype,
+                        amsgrad=args.amsgrad, seconds=args.seconds, threads=args.threads))
+        self._receive(f"{case.name}: {implementation} did not start")
+
+    def _send(self, message: Any) -> None:
+        self.proc.stdin.write((json.dumps(message) if message else "") + "\n")
+        self.proc.stdin.flush()
+
+    def _receive(self, what: str) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{what} (worker exited with {self.proc.wait()})")
+        return json.loads(line)
+
+    def sample(self) -> dict:
+        self._send({"sample": True})
+        return self._receive("a bench worker died")
+
+    def close(self) -> None:
+        try:
+            self._send(None)
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait(timeout=60)
+
+
+def run_case(case: Case, args: argparse.Namespace, progress: Callable[[str], None]
+             ) -> list[Result]:
+    """Time every implementation of ``case`` in its own process, samples alternating."""
+    workers: dict[str, _Worker] = {}
+    try:
+        for name in case.implementations:
+            progress(f"{case.name}: starting {name}")
+            workers[name] = _Worker(case, name, args)
+        results = {name: Result(case.name, name, case.size, len(case.shapes))
+                   for name in workers}
+        names = list(workers)
+        for r in range(args.repeats):
+            progress(f"{case.name}: round {r + 1}/{args.repeats}")
+            shift = r % len(names)     # rotate, so no one always follows the same worker
+            for name in names[shift:] + names[:shift]:
+                sample = workers[name].sample()
+                results[name].seconds.append(sample["seconds"])
+                if "step_seconds" in sample:
+                    results[name].step_seconds.append(sample["step_seconds"])
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return list(results.values())
+
+
+def ratio(numerator: Result, denominator: Result, step: bool = False) -> dict[str, float]:
+    """numerator / denominator per round: median, min and max."""
+    a = numerator.step_seconds if step else numerator.seconds
+    b = denominator.seconds
+    values = [x / y for x, y in zip(a, b)]
+    return dict(median=float(np.median(values)), low=float(min(values)),
+                high=float(max(values)))
+
+
+def _spread(r: dict[str, float]) -> str:
+    return f"{r['median']:.2f}x [{r['low']:.2f}-{r['high']:.2f}]"
+
+
+# -- cases -------------------------------------------------------------------
+def build_cases(args: argparse.Namespace, torch_available: bool) -> list[Case]:
+    step_impls = [n for n in STEP_IMPLEMENTATIONS if torch_available or n not in NEEDS_TORCH]
+    cases = []
+    for n in args.size_list:
+        cases.append(Case(f"1 tensor, {n:.0e}".replace("e+0", "e"), [(n,)], "step",
+                          [i for i in step_impls if i != "numba_adam (plain arrays)"]))
+    if not args.no_models:
+        cases.append(Case("294 tensors, 5.0M", transformer_shapes(), "step", step_impls))
+        cases.append(Case("10 tensors, 10k", even_shapes(10_000, 10), "step", step_impls))
+    if not args.no_loop:
+        for n, label in ((68_000, "68k"), (1_000_000, "1M")):
+            cases.append(Case(f"training loop, {label}", [(n,)], "loop",
+                              list(LOOP_IMPLEMENTATIONS)))
+    if not args.no_neighbour:
+        measured = [m for m in NEIGHBOUR_MEASUREMENTS if torch_available or "torch" not in m]
+        cases.append(Case("good neighbour", [(1,)], "neighbour",
+                          [name for m in measured for name in (m, f"{m}, numba_adam imported")]))
+    return cases
+
+
+def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dict]]:
+    """Per-case rows with medians and per-round ratios (what --json prints and the table
+    shows)."""
+    by_case: dict[str, dict[str, Result]] = {}
+    for r in results:
+        by_case.setdefault(r.case, {})[r.implementation] = r
+    per_param = bytes_per_param(dtype, amsgrad)
+    out: dict[str, list[dict]] = {"step": [], "loop": [], "neighbour": []}
+    for case, rows in by_case.items():
+        if case.startswith("training loop"):
+            loop, same = rows["numba_adam in the loop"], rows["serial same-bytes kernel in the loop"]
+            bare = rows["numba_adam bare, 1 thread"]
+            out["loop"].append(dict(
+                case=case, params=loop.params, iteration_seconds=loop.median,
+                same_bytes_iteration_seconds=same.median,
+                in_loop_step_seconds=float(np.median(loop.step_seconds)),
+                bare_one_thread_step_seconds=bare.median,
+                iteration_over_same_bytes=ratio(loop, same),
+                in_loop_step_over_bare_one_thread=ratio(loop, bare, step=True)))
+        elif case == "good neighbour":
+            for name, r in rows.items():
+                if name.endswith(", numba_adam imported"):
+                    alone = rows[name[:-len(", numba_adam imported")]]
+                    out["neighbour"].append(dict(
+                        measurement=alone.implementation, alone_seconds=alone.median,
+                        with_numba_adam_seconds=r.median, with_over_alone=ratio(r, alone)))
+        else:
+            ours, roof = rows.get("numba_adam"), rows.get("roofline")
+            for name, r in rows.items():
+                out["step"].append(dict(
+                    case=case, implementation=name, params=r.params, tensors=r.tensors,
+                    median_seconds=r.median, seconds=r.seconds,
+                    gb_per_s=r.params * per_param / r.median / 1e9,
+                    roofline_fraction=ratio(roof, r) if roof else None,
+                    over_numba_adam=ratio(r, ours) if ours and name != "numba_adam" else None))
+    return out
+
+
+def format_tables(summary: dict[str, list[dict]]) -> str:
+    lines = []
+    if summary["step"]:
+        lines.append(f"{'case':<20} {'implementation':<26} {'ms/step':>9} {'GB/s':>6} "
+                     f"{'of roofline':>18} {'numba_adam is':>20}")
+        last = None
+        for row in summary["step"]:
+            if last and row["case"] != last:
+                lines.append("")
+            last = row["case"]
+            roof = row["roofline_fraction"]
+            roof_text = (f"{roof['median']:.0%} [{roof['low']:.0%}-{roof['high']:.0%}]"
+                         if roof else "-")
+            over = _spread(row["over_numba_adam"]) if row["over_numba_adam"] else ""
+            lines.append(f"{row['case']:<20} {row['implementation']:<26} "
+                         f"{row['median_seconds'] * 1e3:9.4f} {row['gb_per_s']:6.1f} "
+                         f"{roof_text:>18} {over:>20}")
+    if summary["loop"]:
+        lines += ["", "training loop (two 256x256 matmuls + step), per iteration:"]
+        for row in summary["loop"]:
+            lines.append(
+                f"  {row['case']}: iteration {row['iteration_seconds'] * 1e6:.0f} us, "
+                f"{_spread(row['iteration_over_same_bytes'])} the same loop with a serial "
+                f"same-bytes kernel; step in the loop {row['in_loop_step_seconds'] * 1e6:.0f} "
+                f"us, {_spread(row['in_loop_step_over_bare_one_thread'])} the bare 1-thread "
+                f"step ({row['bare_one_thread_step_seconds'] * 1e6:.0f} us)")
+    if summary["neighbour"]:
+        lines += ["", "good neighbour (time in a process that imported and stepped numba_adam "
+                      "/ time in one that did not):"]
+        for row in summary["neighbour"]:
+            lines.append(f"  {row['measurement']:<26} {row['alone_seconds'] * 1e6:9.1f} us "
+                         f"alone, {_spread(row['with_over_alone'])} with numba_adam")
+    return "\n".join(lines)
 
 
 FIRST_STEP = """
@@ -256,47 +529,26 @@ def first_step_times() -> tuple[float, float]:
     return out[0], out[1]
 
 
-def format_table(results: list[Result], dtype, amsgrad: bool) -> str:
-    per_param = bytes_per_param(dtype, amsgrad)
-    lines = [f"{'case':<22} {'implementation':<26} {'ms/step':>9} {'GB/s':>7} "
-             f"{'% roofline':>10} {'numba_adam is':>14}"]
-    by_case: dict[str, dict[str, Result]] = {}
-    for r in results:
-        by_case.setdefault(r.case, {})[r.implementation] = r
-    for case, rows in by_case.items():
-        ours = rows.get("numba_adam")
-        roof = rows.get("roofline")
-        for name, r in rows.items():
-            gbs = r.params * per_param / r.median / 1e9
-            pct = f"{roof.median / r.median:.0%}" if roof else "-"
-            ratio = f"{r.median / ours.median:.2f}x" if ours and name != "numba_adam" else ""
-            lines.append(f"{case:<22} {name:<26} {r.median * 1e3:9.3f} {gbs:7.1f} {pct:>10} "
-                         f"{ratio:>14}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot(results: list[Result], dtype, amsgrad: bool, path: str) -> str:
+def plot(summary: dict[str, list[dict]], dtype, amsgrad: bool, path: str) -> str:
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install 'numba-adam[plot]'): no plot written"
-    per_param = bytes_per_param(dtype, amsgrad)
+    rows = [r for r in summary["step"] if r["tensors"] == 1]
     fig, ax = plt.subplots(figsize=(7, 4))
-    names = sorted({r.implementation for r in results}, key=lambda n: (n == "roofline", n))
+    names = sorted({r["implementation"] for r in rows}, key=lambda n: (n == "roofline", n))
     for name in names:
-        rows = sorted((r for r in results if r.implementation == name), key=lambda r: r.params)
-        xs = [r.params for r in rows]
-        ys = [r.params * per_param / r.median / 1e9 for r in rows]
+        mine = sorted((r for r in rows if r["implementation"] == name), key=lambda r: r["params"])
         style = dict(color="black", ls="--") if name == "roofline" else {}
-        ax.plot(xs, ys, marker="o", label=name, **style)
+        ax.plot([r["params"] for r in mine], [r["gb_per_s"] for r in mine], marker="o",
+                label=name, **style)
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("effective GB/s")
     ax.set_title(f"Adam step, {np.dtype(dtype).name}{', AMSGrad' if amsgrad else ''}, "
-                 f"{numba.get_num_threads()} threads")
+                 f"each implementation in its own process")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -310,16 +562,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "case here is 6e7)")
     parser.add_argument("--no-models", action="store_true",
                         help="skip the 294-tensor transformer and the 10-tensor latency cases")
+    parser.add_argument("--no-loop", action="store_true", help="skip the training-loop cases")
+    parser.add_argument("--no-neighbour", action="store_true",
+                        help="skip the good-neighbour case")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--amsgrad", action="store_true")
-    parser.add_argument("--threads", type=int, default=None, help="Numba and torch threads")
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved samples (default 7)")
-    parser.add_argument("--seconds", type=float, default=0.5,
-                        help="target seconds per sample of the slowest implementation")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for numba_adam and torch (default: each library's own)")
+    parser.add_argument("--repeats", type=int, default=7, help="rounds of samples (default 7)")
+    parser.add_argument("--seconds", type=float, default=0.3,
+                        help="target seconds per sample (default 0.3)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--first-step", action="store_true",
                         help="also time import + first step in fresh processes (cold, cached)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--plot", metavar="FILE.png", help="write GB/s vs size (matplotlib)")
 
 
@@ -327,45 +583,37 @@ def run(args: argparse.Namespace) -> int:
     import importlib.util
     dtype = np.dtype(args.dtype)
     torch_available = importlib.util.find_spec("torch") is not None and not args.no_torch
-    if args.threads:
-        numba.set_num_threads(args.threads)
-        if torch_available:
-            import torch
-            torch.set_num_threads(args.threads)
     try:
-        sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
+        args.size_list = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
     except ValueError:
         print(f"numba-adam bench: --sizes must be numbers, got {args.sizes!r}", file=sys.stderr)
         return 2
-    cases = [Case(f"1 tensor, {n:.0e}".replace("e+0", "e"), [(n,)]) for n in sizes]
-    if not args.no_models:
-        cases += [Case("294 tensors, 5.0M", transformer_shapes()),
-                  Case("10 tensors, 10k", even_shapes(10_000, 10))]
-    impls = implementations(torch_available)
-    quiet = args.json
-    progress = (lambda msg: None) if quiet else (
+    if args.threads is not None and args.threads < 1:
+        print("numba-adam bench: --threads must be >= 1", file=sys.stderr)
+        return 2
+    progress = (lambda msg: None) if args.json else (
         lambda msg: print(f"  ... {msg}", file=sys.stderr, flush=True))
     results = []
-    for case in cases:
-        results += run_case(case, impls, dtype, args.amsgrad, args.repeats, args.seconds, progress)
+    for case in build_cases(args, torch_available):
+        results += run_case(case, args, progress)
+    summary = summarise(results, dtype, args.amsgrad)
     first = first_step_times() if args.first_step else None
     if args.json:
         print(json.dumps(dict(
-            dtype=dtype.name, amsgrad=args.amsgrad, threads=numba.get_num_threads(),
-            bytes_per_param=bytes_per_param(dtype, args.amsgrad),
+            dtype=dtype.name, amsgrad=args.amsgrad, threads=args.threads,
+            repeats=args.repeats, bytes_per_param=bytes_per_param(dtype, args.amsgrad),
             first_step_seconds=dict(cold=first[0], cached=first[1]) if first else None,
-            results=[dict(case=r.case, implementation=r.implementation, params=r.params,
-                          tensors=r.tensors, median_seconds=r.median, seconds=r.seconds)
-                     for r in results]), indent=1))
+            **summary), indent=1))
     else:
-        print(f"Adam step, {dtype.name}{', AMSGrad' if args.amsgrad else ''}, "
-              f"{numba.get_num_threads()} threads, {args.repeats} interleaved samples; "
-              f"{bytes_per_param(dtype, args.amsgrad)} bytes moved per parameter; "
-              f"'numba_adam is Nx' = other's time / numba_adam's time")
-        print(format_table(results, dtype, args.amsgrad))
+        print(f"Adam step, {dtype.name}{', AMSGrad' if args.amsgrad else ''}; each "
+              f"implementation in its own process with its own default threads"
+              f"{f' (--threads {args.threads})' if args.threads else ''}; {args.repeats} "
+              f"alternating rounds; ratios are medians [min-max] over rounds; "
+              f"{bytes_per_param(dtype, args.amsgrad)} bytes moved per parameter")
+        print(format_tables(summary))
         if first:
-            print(f"first step in a fresh process (import + compile or cache load): "
+            print(f"\nfirst step in a fresh process (import + compile or cache load): "
                   f"cold cache {first[0]:.2f} s, cached {first[1]:.2f} s")
     if args.plot:
-        print(plot(results, dtype, args.amsgrad, args.plot), file=sys.stderr)
+        print(plot(summary, dtype, args.amsgrad, args.plot), file=sys.stderr)
     return 0

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -56,3 +57,19 @@ def test_console_script_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "numba_adam.cli", "info"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "numba_adam" in result.stdout
+
+
+def test_bench_runs_each_implementation_in_its_own_process_and_reports_ratios():
+    result = subprocess.run(
+        [sys.executable, "-m", "numba_adam.cli", "bench", "--sizes", "1e4", "--no-models",
+         "--no-neighbour", "--repeats", "2", "--seconds", "0.005", "--json"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    rows = {r["implementation"]: r for r in out["step"]}
+    assert {"numba_adam", "numpy", "roofline"} <= set(rows)
+    assert len(rows["numpy"]["seconds"]) == 2
+    ratio = rows["numpy"]["over_numba_adam"]
+    assert ratio["low"] <= ratio["median"] <= ratio["high"]
+    assert [r["case"] for r in out["loop"]] == ["training loop, 68k", "training loop, 1M"]
+    assert all(r["in_loop_step_seconds"] > 0 for r in out["loop"])

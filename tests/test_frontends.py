@@ -1,7 +1,5 @@
 """Keras, legacy Keras and MLX front-ends: references, recorded trajectories, errors."""
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,49 +7,22 @@ import pytest
 from numba_adam import schedules
 from numba_adam.compat import keras, mlx
 from numba_adam.compat.keras import legacy
+import replay
 from reference import keras2_adam, keras_adam, mlx_adam
 
-DATA = np.load(Path(__file__).parent / "data" / "keras_mlx_adam.npz")
 F32 = dict(rtol=2e-5, atol=2e-6)
 
 
-def recorded(prefix):
-    names = sorted({k.split("/")[1] for k in DATA.files if k.startswith(prefix + "/")})
-    return names
-
-
-def load_case(prefix, name):
-    init = [DATA[f"{prefix}/{name}/init{k}"].copy() for k in range(2)]
-    grads = [DATA[f"{prefix}/{name}/grads{k}"] for k in range(2)]
-    traj = [DATA[f"{prefix}/{name}/traj{k}"] for k in range(2)]
-    return json.loads(str(DATA[f"{prefix}/{name}/spec"])), init, grads, traj
-
-
-@pytest.mark.parametrize("name", recorded("keras"))
+@pytest.mark.parametrize("name", replay.recorded("keras"))
 def test_keras_matches_recorded_keras3(name):
-    spec, params, grads, traj = load_case("keras", name)
-    if isinstance(spec["learning_rate"], dict):
-        spec["learning_rate"] = schedules.from_config(spec["learning_rate"])
-    opt = keras.Adam(**spec)
-    for t in range(grads[0].shape[0]):
-        assert opt.apply_gradients([(grads[0][t], params[0]), (grads[1][t], params[1])]) == t + 1
-        for k in range(2):
-            np.testing.assert_allclose(params[k], traj[k][t], **F32, err_msg=f"step {t + 1}")
+    for label, ours, theirs in replay.keras3(name):
+        np.testing.assert_allclose(ours, theirs, **F32, err_msg=label)
 
 
-@pytest.mark.parametrize("name", recorded("mlx"))
+@pytest.mark.parametrize("name", replay.recorded("mlx"))
 def test_mlx_matches_recorded_mlx(name):
-    (kind, spec), params, grads, traj = load_case("mlx", name)
-    if isinstance(spec["learning_rate"], dict):
-        spec["learning_rate"] = schedules.from_config(spec["learning_rate"])
-    spec["betas"] = tuple(spec.get("betas", (0.9, 0.999)))
-    opt = getattr(mlx, kind)(**spec)
-    tree = {"a": params[0], "b": [params[1]]}
-    for t in range(grads[0].shape[0]):
-        assert opt.update(tree, {"a": grads[0][t], "b": [grads[1][t]]}) is tree
-        for k, value in enumerate((tree["a"], tree["b"][0])):
-            np.testing.assert_allclose(value, traj[k][t], **F32, err_msg=f"step {t + 1}")
-    assert opt.step == grads[0].shape[0]
+    for label, ours, theirs in replay.mlx_optimizers(name):
+        np.testing.assert_allclose(ours, theirs, **F32, err_msg=label)
 
 
 KERAS_OPTIONS = {
@@ -263,25 +234,8 @@ def test_mlx_gradient_tree_must_match():
     assert not tree["a"].any()
 
 
-LEGACY = np.load(Path(__file__).parent / "data" / "keras_legacy_adam.npz")
-LEGACY_CASES = sorted({k.split("/")[0] for k in LEGACY.files if k.endswith("/spec")})
-
-
-@pytest.mark.parametrize("name", LEGACY_CASES)
+@pytest.mark.parametrize("name", replay.LEGACY_CASES)
 def test_legacy_keras_matches_recorded_tf_keras(name):
     """Trajectories of tf_keras.optimizers.legacy.Adam (tools/record_tf_keras_legacy.py)."""
-    spec = json.loads(str(LEGACY[f"{name}/spec"]))
-    spec["lr"] = spec.pop("learning_rate")
-    params = [LEGACY[f"{name}/init{k}"].copy() for k in range(2)]
-    grads = [LEGACY[f"{name}/grads{k}"] for k in range(2)]
-    opt = legacy.Adam(**spec)
-    for t in range(grads[0].shape[0]):
-        opt.apply_gradients([(grads[0][t], params[0]), (grads[1][t], params[1])])
-        for k in range(2):
-            np.testing.assert_allclose(params[k], LEGACY[f"{name}/traj{k}"][t], **F32,
-                                       err_msg=f"step {t + 1}")
-    ours = opt.get_weights()
-    theirs = [LEGACY[f"{name}/weight{i}"] for i in range(7) if f"{name}/weight{i}" in LEGACY.files]
-    assert int(ours[0]) == int(theirs[0])
-    for a, b in zip(ours[1:], theirs[1:]):   # tf_keras omits the 1-element vhat placeholders
-        np.testing.assert_allclose(a, b, **F32)
+    for label, ours, theirs in replay.keras_legacy(name):
+        np.testing.assert_allclose(ours, theirs, **F32, err_msg=label)

@@ -88,3 +88,26 @@ def test_importing_and_stepping_leaves_the_process_as_it_was():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert float(out.stdout.strip()) < 0.05, out.stdout
+
+
+def test_splitter_times_both_ways_then_keeps_the_faster(monkeypatch):
+    from numba_adam import _threads
+    calls = []
+
+    def kernel(lo, hi, out):
+        calls.append((lo, hi))
+        out[lo:hi] += 1
+
+    monkeypatch.setattr(_threads, "get_num_threads", lambda: 2)
+    weights = np.ones(8, np.int64)
+    out = np.zeros(8)
+    small = _threads.Splitter(_threads.SERIAL_BELOW - 1, weights)
+    large = _threads.Splitter(_threads.SPLIT_FROM, weights)
+    middle = _threads.Splitter(_threads.SERIAL_BELOW, weights)
+    for _ in range(_threads.TRIAL_LAUNCHES + 1):
+        for s in (small, large, middle):
+            s.launch(kernel, out)
+    np.testing.assert_array_equal(out, 3 * (_threads.TRIAL_LAUNCHES + 1))
+    assert not small.split_chosen and large.split_chosen
+    assert middle.chosen in ([(0, 8)], [(0, 4), (4, 8)])
+    assert sorted(set(calls)) == [(0, 4), (0, 8), (4, 8)]    # the middle one tried both
