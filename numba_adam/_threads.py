@@ -168,7 +168,9 @@ class Splitter:
         self._candidates = {"serial": serial, "split": split_shares}
         self._trial = None
         self._retrial_in = None
-        if len(split_shares) == 1 or self.elements < SERIAL_BELOW:
+        self._units = len(self.weights)
+        self._always_serial = len(split_shares) == 1 or self.elements < SERIAL_BELOW
+        if self._always_serial:
             self.chosen = serial
         elif self.elements >= SPLIT_FROM:
             self.chosen = split_shares
@@ -183,9 +185,12 @@ class Splitter:
 
     def launch(self, kernel: Callable[..., Any], *args: Any) -> None:
         """``kernel(lo, hi, *args)`` over every unit."""
-        threads = get_num_threads()
+        threads = _requested if _requested is not None else get_num_threads()
         if threads != self._threads:
             self._reset(threads)
+        if self._always_serial:            # the fast path of small models
+            kernel(0, self._units, *args)
+            return
         if self._trial is None:
             run_shares(kernel, self.chosen, args)
             if self._retrial_in is not None:
