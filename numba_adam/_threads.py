@@ -141,13 +141,15 @@ def split(weights: Sequence[int] | Any, parts: int) -> list[tuple[int, int]]:
 # more than half the work: ~50 µs measured on a 2-core VM); from SPLIT_FROM on it is
 # always split.  In between, a Splitter times both in its first launches and keeps the
 # faster, so the choice is made on this machine, for this model, in the user's own loop
-# (where BLAS threads may be holding the other cores).  It times them again every
-# RETRIAL_EVERY launches, so a choice made under a passing load does not stick.
+# (where BLAS threads may be holding the other cores).  It times them again after
+# FIRST_RETRIAL and then every RETRIAL_EVERY launches, so a choice made under a passing
+# load (start-up, say) does not stick.
 SERIAL_BELOW = 1 << 16
 SPLIT_FROM = 1 << 23
-TRIAL_LAUNCHES = 6          # timed launches, alternating split and serial, after one warm-up
+TRIAL_LAUNCHES = 10         # timed launches, alternating split and serial, after one warm-up
 SPLIT_MUST_WIN_BY = 0.9     # split only if its best time is under 90% of serial's
 RETRIAL_EVERY = 1000
+FIRST_RETRIAL = 50          # the first choice is made at start-up, often under load: recheck soon
 
 
 class Splitter:
@@ -176,12 +178,12 @@ class Splitter:
             self.chosen = split_shares
         else:
             self.chosen = serial
-            self._start_trial()
+            self._start_trial(FIRST_RETRIAL)
 
-    def _start_trial(self) -> None:
+    def _start_trial(self, next_in: int = RETRIAL_EVERY) -> None:
         self._trial = {"serial": [], "split": []}
         self._launches = 0
-        self._retrial_in = RETRIAL_EVERY
+        self._retrial_in = next_in
 
     def launch(self, kernel: Callable[..., Any], *args: Any) -> None:
         """``kernel(lo, hi, *args)`` over every unit."""
