@@ -111,3 +111,41 @@ def test_splitter_times_both_ways_then_keeps_the_faster(monkeypatch):
     assert not small.split_chosen and large.split_chosen
     assert middle.chosen in ([(0, 8)], [(0, 4), (4, 8)])
     assert sorted(set(calls)) == [(0, 4), (0, 8), (4, 8)]    # the middle one tried both
+
+
+def _big_run(seed):
+    rng = np.random.default_rng(seed)
+    buf = numba_adam.ParamBuffer({"w": rng.standard_normal(1 << 23).astype(np.float32)})
+    opt = numba_adam.Adam(buf, lr=1e-3)      # >= SPLIT_FROM: every step uses the pool
+    for _ in range(3):
+        buf.grad[:] = rng.standard_normal(buf.size)
+        opt.step()
+    return buf.data.copy()
+
+
+def test_optimizers_stepped_from_two_threads_at_once_give_the_sequential_results():
+    import threading
+    expected = [_big_run(1), _big_run(2)]
+    got = [None, None]
+
+    def work(k):
+        got[k] = _big_run(k + 1)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_forked_child_gets_its_own_pool():
+    import os
+    expected = _big_run(3)
+    pid = os.fork()
+    if pid == 0:   # the parent's workers do not exist here
+        ok = np.array_equal(_big_run(3), expected)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
