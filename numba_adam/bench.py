@@ -268,6 +268,7 @@ ALL_IMPLEMENTATIONS = {**STEP_IMPLEMENTATIONS, **LOOP_IMPLEMENTATIONS,
 # (libgomp's default spin, Intel's 200 ms block time): a worker waits this long before
 # each sample so that the previous worker's threads are asleep.
 PAUSE_SECONDS = 0.25
+WARM_UP_CALLS = 80
 
 
 def worker_main() -> None:
@@ -283,8 +284,12 @@ def worker_main() -> None:
     fn = ALL_IMPLEMENTATIONS[name](
         [tuple(s) for s in setup["shapes"]], np.dtype(setup["dtype"]), setup["amsgrad"],
         np.random.default_rng(0))
-    for _ in range(3):
-        fn()   # compile or load from the cache, fill caches
+    # Warm up: compile or load from the cache, fill caches, and get numba_adam's
+    # serial/split choice (made and rechecked in the first ~60 launches) out of the samples.
+    warm_until, calls = time.perf_counter() + 3.0, 0
+    while calls < 3 or (calls < WARM_UP_CALLS and time.perf_counter() < warm_until):
+        fn()
+        calls += 1
     probe = min(_time_once(fn) for _ in range(3))
     inner = max(1, min(2000, int(setup["seconds"] / max(probe, 1e-7))))
     print(json.dumps({"ready": True}), flush=True)
