@@ -19,6 +19,7 @@ signature per buffer dtype (float32, float64).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -192,6 +193,22 @@ def _rows_launch(kernel, elements: int, units: int, *args) -> None:
         return
     edges = [units * j // threads for j in range(threads + 1)]
     _threads.run(kernel, [(lo, hi) + args for lo, hi in zip(edges[:-1], edges[1:])])
+
+
+def kernel_cache_status() -> str:
+    """Whether the main CPU kernels are in Numba's on-disk cache ("warm", "partly warm" or
+    "cold"), and where it was looked for: ``NUMBA_CACHE_DIR`` if set, else the package's
+    ``__pycache__`` and, for read-only installs, the per-user cache."""
+    import numba
+    if numba.config.CACHE_DIR:
+        folders = [Path(numba.config.CACHE_DIR)]
+    else:
+        folders = [Path(__file__).parent / "__pycache__", Path.home() / ".cache" / "numba"]
+    index_files = [p.name for folder in folders if folder.is_dir() for p in folder.rglob("*.nbi")]
+    found = [any(name.startswith(f"{Path(__file__).stem}.{kernel.py_func.__name__}-")
+                 for name in index_files) for kernel in (adam_items_range, sum_squares_range)]
+    state = "warm" if all(found) else ("partly warm" if any(found) else "cold")
+    return f"{state} ({', '.join(str(f) for f in folders)})"
 
 
 # -- arrays ------------------------------------------------------------------

@@ -6,21 +6,6 @@ import argparse
 import importlib.util
 import platform
 import sys
-from pathlib import Path
-
-
-def kernel_cache_status() -> str:
-    """Whether compiled kernels are in Numba's on-disk cache ("warm") or not ("cold")."""
-    from . import _cpu
-    found = []
-    for kernel in (_cpu.adam_items_range, _cpu.sum_squares_range):
-        cache_dir = Path(kernel._cache._cache_path)
-        stem = f"_cpu.{kernel.py_func.__name__}-"
-        found.append(any(p.name.startswith(stem) and p.suffix == ".nbi"
-                         for p in cache_dir.glob("*.nbi")))
-    where = _cpu.adam_items_range._cache._cache_path
-    state = "warm" if all(found) else ("partly warm" if any(found) else "cold")
-    return f"{state} ({where})"
 
 
 def cuda_status() -> str:
@@ -42,7 +27,7 @@ def info(args: argparse.Namespace) -> int:
     import numba
     import numpy
 
-    from . import __version__, get_num_threads
+    from . import __version__, _cpu, get_num_threads
     rows = [
         ("numba_adam", __version__),
         ("python", platform.python_version()),
@@ -52,7 +37,7 @@ def info(args: argparse.Namespace) -> int:
         ("threading layer", "numba_adam's own worker threads, asleep when idle (Numba's "
                             "parallel layer is not used)"),
         ("threads", f"{get_num_threads()} (numba_adam.set_num_threads, or NUMBA_NUM_THREADS)"),
-        ("kernel cache", kernel_cache_status()),
+        ("kernel cache", _cpu.kernel_cache_status()),
         ("CUDA", cuda_status()),
     ]
     width = max(len(k) for k, _ in rows)
