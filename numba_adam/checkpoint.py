@@ -132,12 +132,10 @@ def write_checkpoint(path: str | os.PathLike, header: dict[str, Any],
             cannot be written (the message names the path and the reason).
     """
     path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
-    pieces = {name: [np.ascontiguousarray(np.asarray(p).ravel(order="C")) for p in parts]
-              for name, parts in arrays.items()}
     dtypes = {name: (np.result_type(*parts) if parts else np.dtype(np.float32)).newbyteorder("<")
-              for name, parts in pieces.items()}
-    pieces = {name: [p.astype(dtypes[name], copy=False) for p in parts]
-              for name, parts in pieces.items()}
+              for name, parts in arrays.items()}
+    pieces = {name: [np.ascontiguousarray(np.asarray(p).ravel(order="C"), dtype=dtypes[name])
+                     for p in parts] for name, parts in arrays.items()}
     order = sorted(pieces, key=lambda name: -dtypes[name].itemsize)   # stable: keeps alignment
     directory, tensors, offset = {}, {}, 0
     for name in order:
@@ -337,7 +335,7 @@ def _read_safetensors(f, path: Path, size: int) -> tuple[int, dict, dict]:
     if set(outer) != set(directory):
         raise CheckpointError(f"{path} has arrays the numba_adam header does not list: "
                               f"{sorted(set(outer) - set(directory))[:5]}")
-    crc = _crc32_of(f, path, zlib.crc32(inner_text.encode()), base, size)
+    crc = _crc32.crc32_chunks(_file_chunks(f, path, base, size), zlib.crc32(inner_text.encode()))
     if metadata.get("checksum") != _format_checksum(crc):
         raise CheckpointError(f"{path} is corrupted or truncated (checksum mismatch)")
     return FORMAT_VERSION, header, directory
@@ -357,11 +355,10 @@ def _read_numba_adam_v1_v2(f, path: Path, size: int) -> tuple[int, dict, dict]:
     base = _PREFIX.size + header_len
     base += -base % _ALIGN
     directory = _check_directory(header, path, base, size - _DIGEST, align=_ALIGN)
-    f.seek(0)
-    digest, left = hashlib.sha256(), size - _DIGEST
-    for chunk in _chunks(f, path, left):
-        digest.update(chunk)
-    if digest.digest() != f.read(_DIGEST):
+    digest = hashlib.sha256()
+    for _, read in _file_chunks(f, path, 0, size - _DIGEST):
+        digest.update(read())
+    if digest.digest() != os.pread(f.fileno(), _DIGEST, size - _DIGEST):
         raise CheckpointError(f"{path} is corrupted or truncated (checksum mismatch)")
     return version, header, directory
 
@@ -419,9 +416,10 @@ def _check_directory(header: dict, path: Path, base: int, end_of_data: int,
     return directory
 
 
-def _crc32_of(f, path: Path, crc: int, start: int, end: int) -> int:
-    """``crc`` extended by the file's bytes [start, end), read and hashed in fixed-size
-    chunks on several threads (memory stays bounded: one chunk per thread)."""
+def _file_chunks(f, path: Path, start: int, end: int) -> list[tuple[int, Any]]:
+    """The file's bytes [start, end) as fixed-size chunks: (length, read), where ``read()``
+    returns that chunk's bytes (``os.pread``: callable from any thread, one chunk in memory
+    per reader)."""
     fd = f.fileno()
 
     def reader(offset: int, length: int):
@@ -432,20 +430,8 @@ def _crc32_of(f, path: Path, crc: int, start: int, end: int) -> int:
             return data
         return read
 
-    chunks = [(min(_crc32.CHUNK, end - at), reader(at, min(_crc32.CHUNK, end - at)))
-              for at in range(start, end, _crc32.CHUNK)]
-    return _crc32.crc32_chunks(chunks, crc)
-
-
-def _chunks(f, path: Path, left: int):
-    """The next ``left`` bytes of ``f``, in views of one reused fixed-size buffer."""
-    buffer = memoryview(bytearray(min(_crc32.CHUNK, max(left, 1))))
-    while left > 0:
-        n = f.readinto(buffer[:min(left, len(buffer))])
-        if not n:
-            raise CheckpointError(f"{path} changed while it was read")
-        yield buffer[:n]
-        left -= n
+    return [(min(_crc32.CHUNK, end - at), reader(at, min(_crc32.CHUNK, end - at)))
+            for at in range(start, end, _crc32.CHUNK)]
 
 
 def _whole(value: Any) -> int:
