@@ -187,12 +187,11 @@ SPLIT_ROWS_FROM = 1 << 19
 
 def _rows_launch(kernel, elements: int, units: int, *args) -> None:
     """``kernel(lo, hi, *args)`` over ``units`` rows or row chunks (``elements`` in all)."""
-    threads = min(_threads.get_num_threads(), units) if elements >= SPLIT_ROWS_FROM else 1
-    if threads <= 1:
-        kernel(0, units, *args)
-        return
+    threads = 1
+    if elements >= SPLIT_ROWS_FROM:
+        threads = max(1, min(_threads.get_num_threads(), units))
     edges = [units * j // threads for j in range(threads + 1)]
-    _threads.run(kernel, [(lo, hi) + args for lo, hi in zip(edges[:-1], edges[1:])])
+    _threads.run_shares(kernel, list(zip(edges[:-1], edges[1:])), args)
 
 
 def kernel_cache_status() -> str:

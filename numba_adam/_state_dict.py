@@ -118,7 +118,7 @@ def _immutable(array: np.ndarray) -> bool:
         root = root.base
     if isinstance(root, memoryview):
         root = root.obj if root.readonly else None
-    return isinstance(root, mmap.mmap) and not array.flags.writeable
+    return isinstance(root, mmap.mmap)
 
 
 def _group_value(key: str, value: Any) -> Any:

@@ -448,7 +448,8 @@ def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dic
     out: dict[str, list[dict]] = {"step": [], "loop": [], "neighbour": []}
     for case, rows in by_case.items():
         if case.startswith("training loop"):
-            loop, same = rows["numba_adam in the loop"], rows["serial same-bytes kernel in the loop"]
+            loop = rows["numba_adam in the loop"]
+            same = rows["serial same-bytes kernel in the loop"]
             bare = rows["numba_adam bare, 1 thread"]
             out["loop"].append(dict(
                 case=case, params=loop.params, iteration_seconds=loop.median,

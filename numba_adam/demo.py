@@ -219,13 +219,13 @@ def run(args: argparse.Namespace) -> int:
     total = time.perf_counter() - start
 
     bytes_per_param = (36 if args.amsgrad else 28) * buf.data.itemsize // 4
-    updates = buf.size * max(args.steps - 1, 1)
     print(f"final loss {np.mean(losses[-100:]):.4f} (first of this run {first_loss:.4f}), "
           f"train accuracy {accuracy(buf, x_train, y_train):.1%}, "
           f"test accuracy {accuracy(buf, x_test, y_test):.1%}")
     print(f"first step {first_step_seconds:.2f}s (compile, or load from the kernel cache; "
           f"cached next time)")
     if args.steps > 1:
+        updates = buf.size * (args.steps - 1)
         print(f"time {total:.1f}s; optimizer after the first step {optimizer_seconds:.3f}s = "
               f"{optimizer_seconds / total:.1%} of the run, "
               f"{optimizer_seconds / (args.steps - 1) * 1e3:.3f} ms/step, "
