@@ -7,9 +7,9 @@ from ._state import TensorState
 from ._threads import get_num_threads, set_num_threads
 from .buffer import ParamBuffer
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from .optim import Adam, AdamW, Optimizer, ParamGroup
+from .optim import Adam, Adam8bit, AdamW, AdamW8bit, Optimizer, ParamGroup
 from .sparse import IndexedSlices
 
-__all__ = ["Adam", "AdamW", "Checkpoint", "CheckpointError", "IndexedSlices", "Optimizer",
-           "ParamBuffer", "ParamGroup", "TensorState", "compat", "get_num_threads",
-           "load_checkpoint", "schedules", "set_num_threads"]
+__all__ = ["Adam", "Adam8bit", "AdamW", "AdamW8bit", "Checkpoint", "CheckpointError",
+           "IndexedSlices", "Optimizer", "ParamBuffer", "ParamGroup", "TensorState", "compat",
+           "get_num_threads", "load_checkpoint", "schedules", "set_num_threads"]

@@ -34,11 +34,18 @@ SCALAR_COLUMNS = 10
 # storage (a ParamBuffer's flat data, or the plain array itself).
 PARAM_AT = 0
 GRAD_AT = 1
-STATE_OFFSET = 2   # element offset of its m and v in the flat state arrays
-VMAX_OFFSET = 3    # element offset of its AMSGrad max in the flat v_max, or -1
+STATE_OFFSET = 2   # element offset of its m in its format's state array (see _layout)
+VMAX_OFFSET = 3    # element offset of its AMSGrad max, or -1
 GROUP = 4          # row of the group-scalar table
 SKIP = 5           # 1 when this step updates the tensor elsewhere (sparse rows)
-TENSOR_COLUMNS = 6
+V_OFFSET = 6       # element offset of its v
+STATE_BITS = 7     # 32, 16 or 8: how its state is stored
+INDEX_BASE = 8     # index of its first element among all the optimizer's elements
+TENSOR_COLUMNS = 9
+
+# Elements per chunk of 16-bit state decoded into float scratch at a time (a
+# multiple of the 8-bit block, which it equals for 8-bit state).
+STATE_CHUNK = 256
 
 # Columns of the work-item table (int64): a range of one tensor.
 ITEM_TENSOR = 0

@@ -23,17 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numba import carray, njit, types
+from numba import carray, float32, njit, types
 from numba.extending import intrinsic
 
-from . import _formula, _threads
+from . import _bits, _codes, _formula, _threads
 from ._config import (
     BETA2, CLIP_VALUE, DECAY, DENOM_SCALE, EPS, FASTMATH, GRAD_AT, GRAD_SIGN, GROUP,
-    ITEM_BEGIN, ITEM_LENGTH, ITEM_TENSOR, L2, ONE_MINUS_BETA1, ONE_MINUS_BETA2,
-    PARAM_AT, SKIP, STATE_OFFSET, STEP_SIZE, VMAX_OFFSET,
+    INDEX_BASE, ITEM_BEGIN, ITEM_LENGTH, ITEM_TENSOR, L2, ONE_MINUS_BETA1, ONE_MINUS_BETA2,
+    PARAM_AT, SKIP, STATE_BITS, STATE_CHUNK, STATE_OFFSET, STEP_SIZE, V_OFFSET, VMAX_OFFSET,
     WORK_ITEM_ELEMENTS,
 )
-from ._layout import Layout
+from ._layout import Layout, touched_chunks
 
 _element = njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 effective_grad = _element(_formula.effective_grad)
@@ -53,6 +53,11 @@ def _pointer_like(typingctx, address, like):
         return builder.inttoptr(args[0], context.get_value_type(pointer))
 
     return pointer(address, like), codegen
+
+
+(random_bits, bf16_decode, bf16_encode, m8_decode, v8_decode, m8_encode, v8_encode,
+ magnitude_bits, inverse_scale) = _codes.make_codecs(_element, _bits.float_bits,
+                                                     _bits.bits_float, float32, _bits.random_bits)
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
@@ -88,8 +93,110 @@ def _update_range(p, g, mt, vt, vmt, row, grad_scale):
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
-def _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max):
-    """Adam update of one work item: a contiguous range of one tensor."""
+def _decode16(codes16, at, n, out):
+    """Float values of ``n`` bfloat16 codes into ``out``."""
+    src = codes16[at:at + n]     # a slice: indices from range() need no wraparound check
+    for j in range(n):
+        out[j] = bf16_decode(src[j])
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _decode8(codes8, at, n, absmax, signed, out):
+    """Float values of one block of 8-bit codes (signed: a first moment) into ``out``."""
+    scale = absmax[at // _codes.BLOCK]
+    src = codes8[at:at + n]
+    if signed:
+        for j in range(n):
+            out[j] = m8_decode(src[j]) * scale
+    else:
+        for j in range(n):
+            out[j] = v8_decode(src[j]) * scale
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _encode16(sm, sv, svm, codes16, m_at, v_at, vmax_at, n, key, index):
+    """bfloat16 codes of ``sm[:n]``, ``sv[:n]`` (and ``svm[:n]`` where ``vmax_at >= 0``),
+    stochastically rounded: m with the low 16 bits of the hash of (key, element index),
+    v and v_max with the high 16."""
+    m, v = codes16[m_at:m_at + n], codes16[v_at:v_at + n]
+    for j in range(n):
+        r = random_bits(key, index + j)
+        m[j] = bf16_encode(float32(sm[j]), r & 0xFFFF)
+        v[j] = bf16_encode(float32(sv[j]), r >> 16)
+    if vmax_at >= 0:
+        vm = codes16[vmax_at:vmax_at + n]
+        for j in range(n):
+            vm[j] = bf16_encode(float32(svm[j]), random_bits(key, index + j) >> 16)
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _encode8(x, codes8, at, n, absmax, signed):
+    """One block: its absmax from ``x[:n]``, then the nearest codes of ``x / absmax``."""
+    top = 0
+    for j in range(n):
+        top = max(top, magnitude_bits(float32(x[j])))
+    inverse, scale = inverse_scale(top)
+    absmax[at // _codes.BLOCK] = scale
+    dst = codes8[at:at + n]
+    if signed:
+        for j in range(n):
+            dst[j] = m8_encode(float32(x[j]) * inverse)
+    else:
+        for j in range(n):
+            dst[j] = v8_encode(float32(x[j]) * inverse)
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _zero_m8_where_denominator_zero(codes8, m_at, den_at, n):
+    den, m = codes8[den_at:den_at + n], codes8[m_at:m_at + n]
+    for j in range(n):
+        if den[j] == 0:
+            m[j] = 0
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _decode_state(bits, t, tensors, begin, n, codes16, codes8, absmax, sm, sv, svm):
+    """Decode ``n`` elements of tensor ``t``'s compact state from element ``begin`` into
+    the float scratch arrays ``sm``, ``sv``, ``svm`` (m, v, v_max)."""
+    vmax_at = tensors[t, VMAX_OFFSET]
+    if bits == 16:
+        _decode16(codes16, tensors[t, STATE_OFFSET] + begin, n, sm)
+        _decode16(codes16, tensors[t, V_OFFSET] + begin, n, sv)
+        if vmax_at >= 0:
+            _decode16(codes16, vmax_at + begin, n, svm)
+    else:
+        _decode8(codes8, tensors[t, STATE_OFFSET] + begin, n, absmax, True, sm)
+        _decode8(codes8, tensors[t, V_OFFSET] + begin, n, absmax, False, sv)
+        if vmax_at >= 0:
+            _decode8(codes8, vmax_at + begin, n, absmax, False, svm)
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _encode_state(bits, t, tensors, begin, n, codes16, codes8, absmax, sm, sv, svm, key):
+    """Store ``sm``, ``sv``, ``svm`` (m, v, v_max) as tensor ``t``'s codes from ``begin``."""
+    m_at = tensors[t, STATE_OFFSET] + begin
+    v_at = tensors[t, V_OFFSET] + begin
+    vmax_at = tensors[t, VMAX_OFFSET] + begin if tensors[t, VMAX_OFFSET] >= 0 else -1
+    if bits == 16:
+        _encode16(sm, sv, svm, codes16, m_at, v_at, vmax_at, n, key,
+                  tensors[t, INDEX_BASE] + begin)
+    else:
+        _encode8(sm, codes8, m_at, n, absmax, True)
+        _encode8(sv, codes8, v_at, n, absmax, False)
+        if vmax_at >= 0:
+            _encode8(svm, codes8, vmax_at, n, absmax, False)
+        _zero_m8_where_denominator_zero(codes8, m_at, vmax_at if vmax_at >= 0 else v_at, n)
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max, codes16, codes8,
+                 absmax, keys, sm, sv, svm):
+    """Adam update of one work item: a contiguous range of one tensor.
+
+    16- and 8-bit state is decoded a chunk (one 8-bit block) at a time into
+    float scratch arrays of ``STATE_CHUNK`` (``sm``, ``sv``, ``svm``),
+    updated by the same ``_update_range`` as 32-bit state, and encoded again.
+    """
     t = items[item, ITEM_TENSOR]
     if tensors[t, SKIP] != 0:
         return
@@ -98,12 +205,31 @@ def _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max):
     byte_offset = begin * m.itemsize
     p = carray(_pointer_like(tensors[t, PARAM_AT] + byte_offset, m), n)
     g = carray(_pointer_like(tensors[t, GRAD_AT] + byte_offset, m), n)
-    state = tensors[t, STATE_OFFSET] + begin
-    vmax_start = tensors[t, VMAX_OFFSET] + begin
-    vmt = v_max[vmax_start:vmax_start + n] if tensors[t, VMAX_OFFSET] >= 0 else v_max[:0]
     row = scalars[tensors[t, GROUP]]
-    _update_range(p, g, m[state:state + n], v[state:state + n], vmt, row,
-                  row[GRAD_SIGN] * grad_scales[t])
+    grad_scale = row[GRAD_SIGN] * grad_scales[t]
+    bits = tensors[t, STATE_BITS]
+    if bits == 32:
+        state = tensors[t, STATE_OFFSET] + begin
+        vmax_start = tensors[t, VMAX_OFFSET] + begin
+        vmt = v_max[vmax_start:vmax_start + n] if tensors[t, VMAX_OFFSET] >= 0 else v_max[:0]
+        _update_range(p, g, m[state:state + n], v[state:state + n], vmt, row, grad_scale)
+        return
+    amsgrad = tensors[t, VMAX_OFFSET] >= 0
+    key = keys[tensors[t, GROUP]]
+    for c in range(0, n, STATE_CHUNK):
+        k = min(STATE_CHUNK, n - c)
+        _decode_state(bits, t, tensors, begin + c, k, codes16, codes8, absmax, sm, sv, svm)
+        _update_range(p[c:c + k], g[c:c + k], sm[:k], sv[:k], svm[:k] if amsgrad else svm[:0],
+                      row, grad_scale)
+        _encode_state(bits, t, tensors, begin + c, k, codes16, codes8, absmax, sm, sv, svm,
+                      key)
+
+
+@njit(inline="always")
+def _scratch(dtype):
+    """Float scratch for one chunk of decoded m, v and v_max."""
+    return np.empty(STATE_CHUNK, dtype), np.empty(STATE_CHUNK, dtype), \
+        np.empty(STATE_CHUNK, dtype)
 
 
 # Every kernel is serial over a range of its work and releases the GIL; ``_threads.run``
@@ -112,10 +238,13 @@ _kernel = njit(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 
 
 @_kernel
-def adam_items_range(lo, hi, items, tensors, scalars, grad_scales, m, v, v_max):
+def adam_items_range(lo, hi, items, tensors, scalars, grad_scales, m, v, v_max, codes16,
+                     codes8, absmax, keys):
     """Update work items ``lo`` .. ``hi - 1``."""
+    sm, sv, svm = _scratch(m.dtype)
     for item in range(lo, hi):
-        _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max)
+        _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max, codes16, codes8,
+                     absmax, keys, sm, sv, svm)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -180,6 +309,41 @@ def adam_rows_lazy_range(lo, hi, p, m, v, v_max, rows, values, row, grad_scale):
         _update_range(p[r], values[k], m[r], v[r], vmt, row, grad_scale)
 
 
+@_kernel
+def adam_rows_compact_range(lo, hi, chunks, t, tensors, p, row_slot, values, row, grad_scale,
+                            zeros, lazy, codes16, codes8, absmax, keys):
+    """Sparse gradient on a tensor with 16- or 8-bit state: chunks ``chunks[lo:hi]``.
+
+    Each chunk (an 8-bit block) is decoded, its elements in rows with a
+    gradient (``row_slot[r] >= 0``) are updated with it, the others with a zero
+    gradient (dense-equivalent) or not at all (``lazy``), and the chunk is
+    encoded again.  Untouched 16-bit values re-encode to themselves; untouched
+    8-bit values are re-encoded against the block's new absmax.
+    """
+    cols = values.shape[1]
+    bits = tensors[t, STATE_BITS]
+    amsgrad = tensors[t, VMAX_OFFSET] >= 0
+    key = keys[tensors[t, GROUP]]
+    sm, sv, svm = _scratch(p.dtype)
+    n = p.size
+    for k in range(lo, hi):
+        c0 = chunks[k] * STATE_CHUNK
+        c1 = min(c0 + STATE_CHUNK, n)
+        _decode_state(bits, t, tensors, c0, c1 - c0, codes16, codes8, absmax, sm, sv, svm)
+        e = c0
+        while e < c1:
+            r = e // cols
+            end = min(c1, (r + 1) * cols)
+            slot = row_slot[r]
+            if slot >= 0 or not lazy:
+                a, b = e - c0, end - c0
+                g = values[slot, e - r * cols:end - r * cols] if slot >= 0 else zeros[:end - e]
+                _update_range(p[e:end], g, sm[a:b], sv[a:b], svm[a:b] if amsgrad else svm[:0],
+                              row, grad_scale)
+            e = end
+        _encode_state(bits, t, tensors, c0, c1 - c0, codes16, codes8, absmax, sm, sv, svm, key)
+
+
 # Sparse row updates change shape every step, so they split by size alone: from about
 # where a split dense step measured faster than a serial one on a 2-core VM (5e5-1e6).
 SPLIT_ROWS_FROM = 1 << 19
@@ -190,6 +354,9 @@ def _rows_launch(kernel, elements: int, units: int, *args) -> None:
     threads = 1
     if elements >= SPLIT_ROWS_FROM:
         threads = max(1, min(_threads.get_num_threads(), units))
+    if threads == 1:
+        kernel(0, units, *args)
+        return
     edges = [units * j // threads for j in range(threads + 1)]
     _threads.run_shares(kernel, list(zip(edges[:-1], edges[1:])), args)
 
@@ -327,42 +494,56 @@ class Plan:
 
 
 # -- launchers (same names and signatures in _cuda) ---------------------------
-def adam_step(plan: Plan, scalars: np.ndarray, grad_scales: np.ndarray, state) -> None:
-    """Update every tensor that is not skipped: one kernel launch."""
+def adam_step(plan: Plan, scalars: np.ndarray, grad_scales: np.ndarray, state,
+              keys: np.ndarray) -> None:
+    """Update every tensor that is not skipped: one kernel launch (``keys``: each group's
+    random key for 16-bit rounding)."""
     if plan.staged:
         plan.stage_in()
     plan.splitter.launch(adam_items_range, plan.items, plan.tensors, scalars, grad_scales,
-                         state.m, state.v, state.v_max)
+                         state.m, state.v, state.v_max, state.codes16, state.codes8,
+                         state.absmax, keys)
     if plan.staged:
         plan.stage_out()
 
 
 def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values: np.ndarray,
-              scale: float, state, lazy: bool) -> None:
+              scale: float, state, lazy: bool, keys: np.ndarray) -> None:
     """Sparse update of tensor ``i``: only ``rows`` (lazy), or every row (dense-equivalent)."""
     p = plan.param_rows(i)
     shape = p.shape
-    m, v, v_max = state.views(i)
-    m, v = m.reshape(shape), v.reshape(shape)
-    v_max = v_max.reshape(shape) if v_max is not None else np.zeros((0, shape[1]), plan.dtype)
     row = scalars[plan.layout.groups[i]]
     scale = plan.dtype.type(scale)
     values = values.reshape(len(rows), shape[1])
+    slot = plan.row_slots(i, shape[0])
+    zeros = plan.zero_rows(shape[1])
     plan.stage_in(i)
-    if lazy:
-        _rows_launch(adam_rows_lazy_range, values.size, len(rows),
-                     p, m, v, v_max, rows, values, row, scale)
-    else:
-        slot = plan.row_slots(i, shape[0])
-        slot[rows] = np.arange(len(rows))
-        zeros = plan.zero_rows(shape[1])
-        chunk_rows = max(1, zeros.size // max(shape[1], 1))
-        try:
+    slot[rows] = np.arange(len(rows))
+    try:
+        if state.bits(i) != 32:
+            chunks = touched_chunks(rows, shape[1]) if lazy else \
+                np.arange(-(-p.size // STATE_CHUNK), dtype=np.int64)
+            _rows_launch(adam_rows_compact_range, len(chunks) * STATE_CHUNK, len(chunks),
+                         chunks, i, plan.tensors, p.reshape(-1), slot, values, row, scale,
+                         zeros, lazy, state.codes16, state.codes8, state.absmax, keys)
+        elif lazy:
+            m, v, v_max = _row_views(state, i, shape, plan.dtype)
+            _rows_launch(adam_rows_lazy_range, values.size, len(rows),
+                         p, m, v, v_max, rows, values, row, scale)
+        else:
+            m, v, v_max = _row_views(state, i, shape, plan.dtype)
+            chunk_rows = max(1, zeros.size // max(shape[1], 1))
             _rows_launch(adam_rows_dense_range, p.size, -(-shape[0] // chunk_rows),
                          p, m, v, v_max, slot, values, row, scale, zeros)
-        finally:
-            slot[rows] = -1
+    finally:
+        slot[rows] = -1
     plan.stage_out(i)
+
+
+def _row_views(state, i: int, shape: tuple, dtype: np.dtype) -> tuple:
+    m, v, v_max = state.views(i)
+    return (m.reshape(shape), v.reshape(shape),
+            v_max.reshape(shape) if v_max is not None else np.zeros((0, shape[1]), dtype))
 
 
 def grad_sum_squares(plan: Plan, item_sums: np.ndarray) -> None:

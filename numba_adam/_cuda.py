@@ -21,15 +21,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import cuda, float64
+from numba import config, cuda, float32, float64, int64
 
-from . import _formula
+from . import _codes, _formula
 from ._config import (
-    BETA2, CLIP_VALUE, CUDA_BLOCK_SIZE, DECAY, DENOM_SCALE, EPS, GRAD_SIGN, GROUP, ITEM_BEGIN,
-    ITEM_COLUMNS, ITEM_LENGTH, ITEM_TENSOR, L2, ONE_MINUS_BETA1, ONE_MINUS_BETA2, PARAM_AT,
-    SCALAR_COLUMNS, SKIP, STATE_OFFSET, STEP_SIZE, VMAX_OFFSET, WORK_ITEM_ELEMENTS,
+    BETA2, CLIP_VALUE, CUDA_BLOCK_SIZE, DECAY, DENOM_SCALE, EPS, GRAD_SIGN, GROUP, INDEX_BASE,
+    ITEM_BEGIN, ITEM_COLUMNS, ITEM_LENGTH, ITEM_TENSOR, L2, ONE_MINUS_BETA1, ONE_MINUS_BETA2,
+    PARAM_AT, SCALAR_COLUMNS, SKIP, STATE_BITS, STATE_CHUNK, STATE_OFFSET, STEP_SIZE, V_OFFSET,
+    VMAX_OFFSET, WORK_ITEM_ELEMENTS,
 )
-from ._layout import Layout
+from ._layout import Layout, touched_chunks
 from .buffer import address_of
 
 _device = cuda.jit(device=True)
@@ -39,6 +40,27 @@ second_moment = _device(_formula.second_moment)
 amsgrad_max = _device(_formula.amsgrad_max)
 param_update = _device(_formula.param_update)
 _clip_scales = _device(_formula.clip_scales)
+
+if config.ENABLE_CUDASIM:   # device functions run as Python: NumPy bit casts, Python ints
+    def _float_bits(x):
+        return int(np.float32(x).view(np.uint32))
+
+    def _bits_float(bits):
+        return np.uint32(int(bits) & 0xFFFFFFFF).view(np.float32)
+
+    def _python_ints(f):
+        """``f`` with NumPy integer arguments made Python ints (no fixed-width overflow)."""
+        def call(*args):
+            return f(*(int(a) if isinstance(a, np.integer) else a for a in args))
+        return call
+
+    _codecs = _codes.make_codecs(_python_ints, _float_bits, _bits_float, np.float32)
+else:
+    from . import _bits
+    _codecs = _codes.make_codecs(_device, _bits.float_bits, _bits.bits_float, float32,
+                                 _bits.random_bits)
+(random_bits, bf16_decode, bf16_encode, m8_decode, v8_decode, m8_encode, v8_encode,
+ magnitude_bits, inverse_scale) = _codecs
 
 
 @cuda.jit(device=True)
@@ -61,7 +83,7 @@ def adam_items(p, g, items, first_item, last_item, tensors, scalars, grad_scales
     """Update items [first_item, last_item) of one storage (flat p and g)."""
     for item in range(first_item + cuda.blockIdx.x, last_item, cuda.gridDim.x):
         t = items[item, ITEM_TENSOR]
-        if tensors[t, SKIP] == 0:
+        if tensors[t, SKIP] == 0 and tensors[t, STATE_BITS] == 32:
             begin = items[item, ITEM_BEGIN]
             base = tensors[t, PARAM_AT] + begin
             state = tensors[t, STATE_OFFSET] + begin
@@ -71,6 +93,137 @@ def adam_items(p, g, items, first_item, last_item, tensors, scalars, grad_scales
             for i in range(cuda.threadIdx.x, items[item, ITEM_LENGTH], cuda.blockDim.x):
                 update_one(p, base + i, g[base + i], m, v, state + i, v_max,
                            vmax + begin + i if vmax >= 0 else -1, row, scale)
+
+
+@cuda.jit(device=True)
+def decode_one(bits, tensors, t, e, codes16, codes8, absmax, sm, sv, svm, j):
+    """Element ``e`` of tensor ``t``'s compact m, v (and v_max) into slot ``j`` of the
+    shared scratch."""
+    m_at, v_at = tensors[t, STATE_OFFSET] + e, tensors[t, V_OFFSET] + e
+    vmax = tensors[t, VMAX_OFFSET]
+    if bits == 16:
+        sm[j] = bf16_decode(codes16[m_at])
+        sv[j] = bf16_decode(codes16[v_at])
+        if vmax >= 0:
+            svm[j] = bf16_decode(codes16[vmax + e])
+    else:
+        sm[j] = m8_decode(codes8[m_at]) * absmax[m_at // _codes.BLOCK]
+        sv[j] = v8_decode(codes8[v_at]) * absmax[v_at // _codes.BLOCK]
+        if vmax >= 0:
+            svm[j] = v8_decode(codes8[vmax + e]) * absmax[(vmax + e) // _codes.BLOCK]
+
+
+@cuda.jit(device=True)
+def encode_chunk(bits, tensors, t, c0, k, codes16, codes8, absmax, sm, sv, svm, top, key):
+    """Store the shared scratch (elements ``c0`` .. ``c0 + k - 1`` of tensor ``t``) as codes:
+    16 bits with stochastic rounding, 8 bits against the chunk's new absmax (one block).
+    Every thread of the block calls it."""
+    m_at, v_at = tensors[t, STATE_OFFSET] + c0, tensors[t, V_OFFSET] + c0
+    vmax = tensors[t, VMAX_OFFSET]
+    if bits == 16:
+        index = tensors[t, INDEX_BASE] + c0
+        for j in range(cuda.threadIdx.x, k, cuda.blockDim.x):
+            r = random_bits(key, index + j)
+            codes16[m_at + j] = bf16_encode(float32(sm[j]), r & 0xFFFF)
+            codes16[v_at + j] = bf16_encode(float32(sv[j]), r >> 16)
+            if vmax >= 0:
+                codes16[vmax + c0 + j] = bf16_encode(float32(svm[j]), r >> 16)
+        return
+    if cuda.threadIdx.x == 0:
+        top[0] = 0
+        top[1] = 0
+        top[2] = 0
+    cuda.syncthreads()
+    for j in range(cuda.threadIdx.x, k, cuda.blockDim.x):
+        cuda.atomic.max(top, 0, magnitude_bits(float32(sm[j])))
+        cuda.atomic.max(top, 1, magnitude_bits(float32(sv[j])))
+        if vmax >= 0:
+            cuda.atomic.max(top, 2, magnitude_bits(float32(svm[j])))
+    cuda.syncthreads()
+    inv_m, scale_m = inverse_scale(top[0])
+    inv_v, scale_v = inverse_scale(top[1])
+    inv_vm, scale_vm = inverse_scale(top[2])
+    for j in range(cuda.threadIdx.x, k, cuda.blockDim.x):
+        den = v8_encode(float32(sv[j]) * inv_v)
+        codes8[v_at + j] = den
+        if vmax >= 0:
+            den = v8_encode(float32(svm[j]) * inv_vm)
+            codes8[vmax + c0 + j] = den
+        codes8[m_at + j] = m8_encode(float32(sm[j]) * inv_m) if den != 0 else 0
+    if cuda.threadIdx.x == 0:
+        absmax[m_at // _codes.BLOCK] = scale_m
+        absmax[v_at // _codes.BLOCK] = scale_v
+        if vmax >= 0:
+            absmax[(vmax + c0) // _codes.BLOCK] = scale_vm
+    cuda.syncthreads()   # the scratch and maxima are reused by the next chunk
+
+
+def _compact_kernels(scratch_type):
+    """The kernels for 16- and 8-bit state, with shared scratch of the buffer's float type
+    (so the arithmetic is the CPU's: decode, the same element update, encode)."""
+
+    @cuda.jit
+    def adam_compact_items(p, g, items, first_item, last_item, tensors, scalars, grad_scales,
+                           codes16, codes8, absmax, keys):
+        """Update the 16- and 8-bit tensors of items [first_item, last_item) of one storage:
+        each block takes items, and decodes, updates and encodes one chunk at a time."""
+        sm = cuda.shared.array(STATE_CHUNK, scratch_type)
+        sv = cuda.shared.array(STATE_CHUNK, scratch_type)
+        svm = cuda.shared.array(STATE_CHUNK, scratch_type)
+        top = cuda.shared.array(3, int64)
+        for item in range(first_item + cuda.blockIdx.x, last_item, cuda.gridDim.x):
+            t = items[item, ITEM_TENSOR]
+            bits = tensors[t, STATE_BITS]
+            if tensors[t, SKIP] != 0 or bits == 32:
+                continue
+            begin = items[item, ITEM_BEGIN]
+            n = items[item, ITEM_LENGTH]
+            base = tensors[t, PARAM_AT] + begin
+            row = scalars[tensors[t, GROUP]]
+            scale = row[GRAD_SIGN] * grad_scales[t]
+            vm = 0 if tensors[t, VMAX_OFFSET] >= 0 else -1
+            key = keys[tensors[t, GROUP]]
+            for c in range(0, n, STATE_CHUNK):
+                k = min(STATE_CHUNK, n - c)
+                for j in range(cuda.threadIdx.x, k, cuda.blockDim.x):
+                    decode_one(bits, tensors, t, begin + c + j, codes16, codes8, absmax,
+                               sm, sv, svm, j)
+                    update_one(p, base + c + j, g[base + c + j], sm, sv, j, svm,
+                               j if vm == 0 else -1, row, scale)
+                encode_chunk(bits, tensors, t, begin + c, k, codes16, codes8, absmax, sm, sv,
+                             svm, top, key)
+
+    @cuda.jit
+    def adam_compact_rows(p, base, t, tensors, chunks, row_slot, values, cols, lazy, zero, row,
+                          grad_scale, codes16, codes8, absmax, keys):
+        """Sparse gradient on a tensor with compact state: blocks take chunks; rows with a
+        gradient are updated, the others with a zero gradient or, ``lazy``, not at all."""
+        sm = cuda.shared.array(STATE_CHUNK, scratch_type)
+        sv = cuda.shared.array(STATE_CHUNK, scratch_type)
+        svm = cuda.shared.array(STATE_CHUNK, scratch_type)
+        top = cuda.shared.array(3, int64)
+        bits = tensors[t, STATE_BITS]
+        vm = 0 if tensors[t, VMAX_OFFSET] >= 0 else -1
+        key = keys[tensors[t, GROUP]]
+        n = row_slot.shape[0] * cols
+        for q in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+            c0 = chunks[q] * STATE_CHUNK
+            k = min(STATE_CHUNK, n - c0)
+            for j in range(cuda.threadIdx.x, k, cuda.blockDim.x):
+                e = c0 + j
+                decode_one(bits, tensors, t, e, codes16, codes8, absmax, sm, sv, svm, j)
+                slot = row_slot[e // cols]
+                if slot >= 0 or not lazy:
+                    gj = values[slot, e % cols] if slot >= 0 else zero
+                    update_one(p, base + e, gj, sm, sv, j, svm, j if vm == 0 else -1, row,
+                               grad_scale)
+            encode_chunk(bits, tensors, t, c0, k, codes16, codes8, absmax, sm, sv, svm, top, key)
+
+    return adam_compact_items, adam_compact_rows
+
+
+COMPACT_KERNELS = {np.dtype(np.float32): _compact_kernels(float32),
+                   np.dtype(np.float64): _compact_kernels(float64)}
 
 
 @cuda.jit
@@ -224,6 +377,7 @@ class Plan:
         self.d_item_tensor = cuda.to_device(np.ascontiguousarray(padded[:, ITEM_TENSOR]))
         self.d_tensor_group = cuda.to_device(layout.groups)
         self.d_scalars = cuda.to_device(np.zeros((layout.n_groups, SCALAR_COLUMNS), self.dtype))
+        self.d_keys = cuda.to_device(np.zeros(layout.n_groups, np.int64))
         self._skipping = False
 
     def bind_buffer_grads(self) -> None:
@@ -254,19 +408,28 @@ class Plan:
 
 
 # -- launchers (same names and signatures in _cpu) ----------------------------
-def adam_step(plan: Plan, scalars: np.ndarray, grad_scales, state) -> None:
-    """Update every tensor that is not skipped: one launch per storage."""
+def adam_step(plan: Plan, scalars: np.ndarray, grad_scales, state, keys: np.ndarray) -> None:
+    """Update every tensor that is not skipped: one launch per storage, plus one for the
+    tensors with 16- or 8-bit state (``keys``: each group's random key)."""
     plan.d_scalars.copy_to_device(scalars)
+    compact = any(b != 32 for b in plan.layout.bits)
+    if compact:
+        plan.d_keys.copy_to_device(keys)
     for s in plan.storages:
         if s.last_item > s.first_item:
             blocks, threads = launch_config(s.last_item - s.first_item)
             adam_items[blocks, threads](s.p, s.g, plan.d_items, s.first_item, s.last_item,
                                         plan.d_tensors, plan.d_scalars, grad_scales,
                                         state.m, state.v, state.v_max)
+            if compact:
+                COMPACT_KERNELS[plan.dtype][0][blocks, threads](
+                    s.p, s.g, plan.d_items, s.first_item, s.last_item, plan.d_tensors,
+                    plan.d_scalars, grad_scales, state.codes16, state.codes8, state.absmax,
+                    plan.d_keys)
 
 
 def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values: np.ndarray,
-              scale: float, state, lazy: bool) -> None:
+              scale: float, state, lazy: bool, keys: np.ndarray) -> None:
     """Sparse update of tensor ``i`` (after ``adam_step``, which uploads the scalars)."""
     layout = plan.layout
     n_rows = layout.shapes[i][0]
@@ -277,6 +440,19 @@ def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values:
     p = plan.storage_of[i].p
     base, at = int(plan.tensors[i, PARAM_AT]), int(layout.state_offsets[i])
     vmax_base = int(layout.vmax_offsets[i])
+    if layout.bits[i] != 32:
+        slot = np.full(n_rows, -1, dtype=np.int64)
+        slot[rows] = np.arange(len(rows))
+        chunks = touched_chunks(rows, cols) if lazy else \
+            np.arange(-(-n_rows * cols // STATE_CHUNK), dtype=np.int64)
+        if len(chunks):
+            plan.d_keys.copy_to_device(keys)
+            blocks, threads = launch_config(len(chunks))
+            COMPACT_KERNELS[plan.dtype][1][blocks, threads](
+                p, base, i, plan.d_tensors, cuda.to_device(chunks), cuda.to_device(slot),
+                d_values, cols, lazy, plan.dtype.type(0), row, scale, state.codes16,
+                state.codes8, state.absmax, plan.d_keys)
+        return
     if lazy:
         blocks, threads = launch_config(max(1, len(rows) * cols // WORK_ITEM_ELEMENTS + 1))
         adam_rows_lazy_kernel[blocks, threads](p, base, state.m, state.v, at, state.v_max,

@@ -17,7 +17,7 @@ import numpy as np
 
 from ._config import GRAD_SIGN, SCALAR_COLUMNS
 from ._layout import Layout, TensorSpec
-from ._state import DenseState
+from ._state import State
 from .sparse import IndexedSlices
 
 
@@ -34,17 +34,20 @@ class Engine:
     """Flat state, launch tables and per-step scalars for a fixed list of same-dtype tensors."""
 
     def __init__(self, specs: list[TensorSpec], amsgrad_by_group: list[bool], dtype: np.dtype,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", bits_by_group: list[int] | None = None,
+                 min_8bit_sizes: list[int] | None = None) -> None:
         self.device = device
         self.backend = backend = backend_for(device)
         self.dtype = np.dtype(dtype)
-        self.layout = layout = Layout(specs, amsgrad_by_group)
+        self.layout = layout = Layout(specs, amsgrad_by_group, bits_by_group, min_8bit_sizes)
         self.specs = layout.specs
-        self.state = DenseState(layout, self.dtype, backend)
+        self.state = State(layout, self.dtype, backend)
         self.plan = backend.Plan(layout, self.dtype)
         n = len(layout)
         # group_scalars: one row per group, filled by the optimizer before each launch
         self.group_scalars = np.zeros((layout.n_groups, SCALAR_COLUMNS), dtype=self.dtype)
+        # group_keys: each group's 32-bit random key for 16-bit rounding, set with the scalars
+        self.group_keys = np.zeros(layout.n_groups, dtype=np.int64)
         self.grad_scales = backend.zeros(n, self.dtype)
         backend.copy_from_host(self.grad_scales, np.ones(n, self.dtype))
         self._scaled = False
@@ -159,14 +162,15 @@ class Engine:
         """Update every tensor with ``self.group_scalars``: one fused launch, plus one per
         tensor that has a sparse gradient this step (lazy where its group says so)."""
         backend, plan, scalars = self.backend, self.plan, self.group_scalars
-        backend.adam_step(plan, scalars, self.grad_scales, self.state)
+        backend.adam_step(plan, scalars, self.grad_scales, self.state, self.group_keys)
         for i, rows, values in self._sparse_jobs:
             group = int(self.layout.groups[i])
             scale = float(scalars[group, GRAD_SIGN])
             if self._scaled:
                 scale *= float(backend.to_host(self.grad_scales[i:i + 1])[0])
             lazy = lazy_by_group is not None and lazy_by_group[group]
-            backend.adam_rows(plan, scalars, i, rows, values, scale, self.state, lazy)
+            backend.adam_rows(plan, scalars, i, rows, values, scale, self.state, lazy,
+                              self.group_keys)
         self._sparse_jobs = []
 
     def clip_factors(self) -> np.ndarray:

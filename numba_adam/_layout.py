@@ -6,9 +6,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._codes import BLOCK
 from ._config import (
-    GROUP, ITEM_COLUMNS, STATE_OFFSET, TENSOR_COLUMNS, VMAX_OFFSET,
-    WORK_ITEM_ELEMENTS,
+    GROUP, INDEX_BASE, ITEM_COLUMNS, STATE_BITS, STATE_CHUNK, STATE_OFFSET, TENSOR_COLUMNS,
+    V_OFFSET, VMAX_OFFSET, WORK_ITEM_ELEMENTS,
 )
 
 
@@ -36,15 +37,24 @@ def split_items(numels: np.ndarray) -> np.ndarray:
 
 
 class Layout:
-    """Element counts, flat state offsets and work items of a fixed list of tensors.
+    """Element counts, state formats and offsets, and work items of a fixed list of tensors.
 
-    m and v hold every tensor back to back in spec order, each in its
-    parameter's memory order; v_max holds only the tensors of AMSGrad groups.
+    Each tensor's state is stored in one format (``bits[i]``): 32-bit state
+    in the flat ``m``/``v`` arrays (every such tensor back to back, each in
+    its parameter's memory order) and ``v_max`` (AMSGrad groups only); 16-bit
+    state in one uint16 array, 8-bit state in one uint8 array with a float32
+    absmax per block, each tensor's m, v and v_max there as consecutive
+    regions, an 8-bit region padded to whole blocks so no block straddles
+    tensors or moments.  ``state_offsets``, ``v_offsets`` and
+    ``vmax_offsets`` (-1: none) index the tensor's format's array.
     """
 
-    def __init__(self, specs: list[TensorSpec], amsgrad_by_group: list[bool]) -> None:
+    def __init__(self, specs: list[TensorSpec], amsgrad_by_group: list[bool],
+                 bits_by_group: list[int] | None = None,
+                 min_8bit_sizes: list[int] | None = None) -> None:
         self.specs = list(specs)
         self.n_groups = len(amsgrad_by_group)
+        bits_by_group = bits_by_group or [32] * self.n_groups
         numels = np.array([int(np.prod(s.array.shape, dtype=np.int64)) for s in specs],
                           dtype=np.int64)
         self.numels = numels
@@ -52,12 +62,33 @@ class Layout:
         self.shapes = [tuple(s.array.shape) for s in specs]
         self.orders = [memory_order(s.array) for s in specs]
         self.groups = np.array([s.group for s in specs], dtype=np.int64)
-        self.state_offsets = np.concatenate(([0], np.cumsum(numels)))[:-1].astype(np.int64)
-        uses_vmax = np.array([amsgrad_by_group[s.group] for s in specs], dtype=bool)
-        vmax_sizes = np.where(uses_vmax, numels, 0)
-        vmax_starts = np.concatenate(([0], np.cumsum(vmax_sizes)))[:-1].astype(np.int64)
-        self.vmax_offsets = np.where(uses_vmax, vmax_starts, -1).astype(np.int64)
-        self.vmax_size = int(vmax_sizes.sum())
+        self.index_base = np.concatenate(([0], np.cumsum(numels)))[:-1].astype(np.int64)
+        min_8bit_sizes = min_8bit_sizes or [4096] * self.n_groups
+        self.bits = [32 if bits_by_group[s.group] == 8 and n < min_8bit_sizes[s.group]
+                     else bits_by_group[s.group] for s, n in zip(specs, numels)]
+        self.amsgrad = [bool(amsgrad_by_group[s.group]) for s in specs]
+        self.state_offsets = np.zeros(len(specs), np.int64)
+        self.v_offsets = np.zeros(len(specs), np.int64)
+        self.vmax_offsets = np.full(len(specs), -1, np.int64)
+        ends = {32: 0, 16: 0, 8: 0}
+        vmax_end = 0
+        for i, (b, n) in enumerate(zip(self.bits, numels)):
+            n = int(n)
+            if b == 32:     # m and v share offsets; v_max is its own array
+                self.state_offsets[i] = self.v_offsets[i] = ends[32]
+                ends[32] += n
+                if self.amsgrad[i]:
+                    self.vmax_offsets[i] = vmax_end
+                    vmax_end += n
+                continue
+            region = -(-n // BLOCK) * BLOCK if b == 8 else n
+            at = ends[b]
+            self.state_offsets[i], self.v_offsets[i] = at, at + region
+            if self.amsgrad[i]:
+                self.vmax_offsets[i] = at + 2 * region
+            ends[b] = at + (3 if self.amsgrad[i] else 2) * region
+        self.dense_size, self.vmax_size = ends[32], vmax_end
+        self.codes16_size, self.codes8_size = ends[16], ends[8]
         self.items = split_items(numels)
 
     def __len__(self) -> int:
@@ -67,6 +98,19 @@ class Layout:
         """The tensor table with offsets and groups filled; backends fill PARAM_AT/GRAD_AT."""
         table = np.zeros((len(self.specs), TENSOR_COLUMNS), dtype=np.int64)
         table[:, STATE_OFFSET] = self.state_offsets
+        table[:, V_OFFSET] = self.v_offsets
         table[:, VMAX_OFFSET] = self.vmax_offsets
         table[:, GROUP] = self.groups
+        table[:, STATE_BITS] = self.bits
+        table[:, INDEX_BASE] = self.index_base
         return table
+
+
+def touched_chunks(rows: np.ndarray, cols: int) -> np.ndarray:
+    """The state chunks that hold any element of ``rows`` (sorted, distinct)."""
+    first = rows * cols // STATE_CHUNK
+    last = ((rows + 1) * cols - 1) // STATE_CHUNK
+    counts = (last - first + 1) if cols else np.zeros_like(rows)
+    spans = np.repeat(first, counts) + (np.arange(counts.sum()) - np.repeat(
+        np.cumsum(counts) - counts, counts))
+    return np.unique(spans).astype(np.int64)

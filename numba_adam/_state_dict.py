@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._state import TensorState
+from . import _codes
+from ._state import CompactTensorState, TensorState
 from .schedules import Schedule, from_config as schedule_from_config
 
 # Group keys torch writes into its state_dict that have no meaning here.
@@ -29,12 +30,16 @@ class Checked(NamedTuple):
 
     group_values: list[dict[str, Any]]     # hyperparameters per group (lr may be a schedule)
     steps: list[int]                       # completed updates per group
-    states: dict[int, TensorState]         # tensor index -> its state, in the optimizer's dtype
+    states: dict[int, TensorState | CompactTensorState]   # tensor index -> its state: floats
+                                           # in the optimizer's dtype, or codes and scales
 
 
 def export(groups: Sequence[Mapping[str, Any]], steps: Sequence[int], names: Sequence[Any],
-           schedules: Sequence[Any], read_state: Callable[[int], TensorState]) -> dict:
-    """A torch-layout state_dict: ``{"state": {i: {...}}, "param_groups": [...]}`` (copies)."""
+           schedules: Sequence[Any], read_state: Callable[[int], dict[str, Any]]) -> dict:
+    """A torch-layout state_dict: ``{"state": {i: {...}}, "param_groups": [...]}``.
+
+    ``read_state(i)`` gives tensor i's entries (``exp_avg`` ..., and the
+    ``*_absmax`` scales of 8-bit state)."""
     state: dict[int, dict[str, Any]] = {}
     saved_groups = []
     start = 0
@@ -43,11 +48,7 @@ def export(groups: Sequence[Mapping[str, Any]], steps: Sequence[int], names: Seq
         start += len(indices)
         if step > 0:
             for i in indices:
-                entry = {"step": step}
-                for key, value in zip(STATE_KEYS, read_state(i)):
-                    if value is not None:
-                        entry[key] = value
-                state[i] = entry
+                state[i] = {"step": step, **read_state(i)}
         saved = {k: v for k, v in group.items() if k != "params"}
         if schedule is not None:
             saved["lr_schedule"] = (schedule.get_config() if isinstance(schedule, Schedule)
@@ -106,6 +107,50 @@ def state_array(value: Any, where: str, shape: tuple, dtype: np.dtype,
             raise ValueError(f"{where} must be finite{' and >= 0' if nonnegative else ''}, "
                              f"got values in [{low}, {high}]")
     return array
+
+
+def compact_state(entry: Mapping[str, Any], keys: Sequence[str], where: str, shape: tuple,
+                  bits: int) -> CompactTensorState:
+    """A saved 16- or 8-bit state (codes, and 8-bit scales), checked: dtypes, sizes, codes in
+    range, scales finite and >= 0, second moments >= 0."""
+    n = int(np.prod(shape, dtype=np.int64))
+    kind = np.uint16 if bits == 16 else np.uint8
+    codes, scales = [], []
+    for key in keys:
+        array = np.asarray(_to_numpy(entry[key]))
+        if array.dtype != kind:
+            raise TypeError(f"{where}[{key!r}] must be {np.dtype(kind)} codes like "
+                            f"'exp_avg', got dtype {array.dtype}")
+        if array.size != n or array.shape not in ((n,), tuple(shape)):
+            raise ValueError(f"{where}[{key!r}] has shape {array.shape}, expected ({n},) "
+                             f"codes for a parameter of shape {shape}")
+        array = array.reshape(n)
+        if bits == 16:
+            values = _codes.bf16_to_float(array)
+            bad = ~np.isfinite(values) | ((values < 0) if key != "exp_avg" else False)
+            if bad.any():
+                raise ValueError(f"{where}[{key!r}] holds non-finite"
+                                 f"{'' if key == 'exp_avg' else ' or negative'} bfloat16 "
+                                 f"values (first at element {int(np.argmax(bad))})")
+        else:
+            top = (array & 0x7F if key == "exp_avg" else array).max(initial=0)
+            limit = _codes.M8_MAX if key == "exp_avg" else _codes.V8_MAX
+            if top > limit:
+                raise ValueError(f"{where}[{key!r}] holds 8-bit code {int(top)}, above the "
+                                 f"largest valid code {limit}")
+            scale = np.asarray(_to_numpy(entry.get(f"{key}_absmax")))
+            if scale.dtype.kind != "f" or scale.shape != (_codes.blocks(n),):
+                raise ValueError(f"{where}[{key + '_absmax'!r}] must be {_codes.blocks(n)} "
+                                 f"float scales (one per 256 codes), got "
+                                 f"{scale.dtype}{scale.shape}")
+            scale = scale.astype(np.float32)
+            if scale.size and not (np.isfinite(scale).all() and scale.min() >= 0):
+                raise ValueError(f"{where}[{key + '_absmax'!r}] must be finite and >= 0")
+            scales.append(scale)
+        codes.append(array.copy())
+    codes += [None] * (3 - len(codes))
+    scales += [None] * (3 - len(scales))
+    return CompactTensorState(bits, *codes, *(scales if bits == 8 else [None] * 3))
 
 
 def _immutable(array: np.ndarray) -> bool:
@@ -190,6 +235,11 @@ def _check_group_state(saved_state: Mapping, saved_ids: list, indices: range, gi
         missing = [key for key in keys if key not in entry]
         if missing:
             raise ValueError(f"state_dict state[{pid!r}] has no {missing[0]!r}")
+        codes = np.asarray(_to_numpy(entry["exp_avg"])).dtype
+        if codes in (np.dtype(np.uint16), np.dtype(np.uint8)):
+            states[i] = compact_state(entry, keys, f"state_dict state[{pid!r}]", shapes[i],
+                                      16 if codes == np.uint16 else 8)
+            continue
         states[i] = TensorState(*(state_array(entry[key], f"state_dict state[{pid!r}][{key!r}]",
                                               shapes[i], dtype, nonnegative=key != "exp_avg")
                                   for key in keys))

@@ -19,6 +19,11 @@ agree with the safetensors entries.  The arrays are the logical state per
 group: ``groups.G.exp_avg``, ``groups.G.exp_avg_sq`` (and
 ``groups.G.max_exp_avg_sq`` for AMSGrad, ``groups.G.params`` with
 ``save(params=True)``), each the group's tensors back to back in C order.
+Tensors with 16- or 8-bit state (``state_bits`` in their tensor entry) store
+their codes instead, losslessly: ``groups.G.exp_avg.bf16`` (U16 bfloat16
+patterns) or ``groups.G.exp_avg.q8`` (U8 codes, version ``q8_codes`` of
+``_codes``) plus ``groups.G.exp_avg_absmax`` (F32, one per 256-element
+block), likewise for the other moments; codes are in the state's memory order.
 
 Formats 1 and 2 (magic ``NUMBA-ADAM-CKPT``, JSON header, 64-byte aligned
 arrays, SHA-256 trailer; format 1 with flat engine buffers and per-tensor
@@ -56,13 +61,16 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, _crc32
+from . import __version__, _codes, _crc32
 
 FORMAT_NAME = "numba_adam checkpoint"
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 MAGIC = b"NUMBA-ADAM-CKPT\n"   # formats 1 and 2
-_SAFETENSORS_DTYPES = {"<f4": "F32", "<f8": "F64"}
+_SAFETENSORS_DTYPES = {"<f4": "F32", "<f8": "F64", "<u2": "U16", "|u1": "U8"}
+# Array-name suffix of compact state codes, by state_bits (see ``_state``).
+_CODE_SUFFIX = {32: "", 16: ".bf16", 8: ".q8"}
+_CODE_BITS = {np.dtype(np.uint16): 16, np.dtype(np.uint8): 8}
 _CHECKSUM_PLACEHOLDER = "crc32:00000000"
 _PREFIX = struct.Struct("<16sIIQ")
 _DIGEST = 32
@@ -94,19 +102,27 @@ def save(path: str | os.PathLike, state_dict: Mapping[str, Any], *, optimizer: s
                 f"saved; use a numba_adam.schedules schedule or a float lr")
         names = saved.get("param_names", [None] * len(ids))
         updates = int(state[ids[0]]["step"]) if ids and ids[0] in state else 0
+        bits = [_CODE_BITS.get(np.asarray(state[i]["exp_avg"]).dtype, 32) if updates > 0
+                else 32 for i in ids]
         groups.append(dict(
             hyperparameters={k: v for k, v in saved.items()
                              if k not in ("params", "param_names", "lr_schedule")},
             lr_schedule=schedule, updates=updates,
-            tensors=[dict(name=n, shape=list(shapes[i])) for n, i in zip(names, ids)]))
+            tensors=[dict(name=n, shape=list(shapes[i]), **({} if b == 32 else
+                                                            dict(state_bits=b)))
+                     for n, i, b in zip(names, ids, bits)]))
         if updates > 0:
-            for key in _STATE_KEYS:
-                if key in state[ids[0]]:
-                    arrays[f"groups.{gi}.{key}"] = [state[i][key] for i in ids]
+            for i, b in zip(ids, bits):
+                for key, value in state[i].items():
+                    if key != "step":
+                        suffix = "" if key.endswith("_absmax") else _CODE_SUFFIX[b]
+                        arrays.setdefault(f"groups.{gi}.{key}{suffix}", []).append(value)
         if params is not None:
             arrays[f"groups.{gi}.params"] = [params[i] for i in ids]
     header = dict(format=FORMAT_NAME, library_version=__version__,
                   optimizer=optimizer, dtype=str(np.dtype(dtype)), groups=groups)
+    if any("state_bits" in t for g in groups for t in g["tensors"]):
+        header["q8_codes"] = _codes.CODE_VERSION
     write_checkpoint(path, header, arrays)
 
 
@@ -399,7 +415,8 @@ def _check_directory(header: dict, path: Path, base: int, end_of_data: int,
                 raise TypeError("not an object")
             dtype = np.dtype(str(entry["dtype"]))
             if dtype.str not in _SAFETENSORS_DTYPES:
-                raise TypeError(f"dtype {dtype} is not little-endian float32 or float64")
+                raise TypeError(f"dtype {dtype} is not little-endian float32, float64, uint16 "
+                                f"or uint8")
             count, offset = _whole(entry["count"]), _whole(entry["offset"])
             nbytes = count * dtype.itemsize
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -465,19 +482,18 @@ class Checkpoint:
 
     def tensor(self, array: str, i: int) -> np.ndarray | None:
         """Tensor ``i``'s values of ``array`` ("exp_avg", "exp_avg_sq", "max_exp_avg_sq",
-        "params"), shaped like the parameter; None where the file has none."""
+        "params", or a low-bit state's "*_absmax"), shaped like the parameter (the scales:
+        one per block); None where the file has none."""
         where = self._where.get((array, i))
         if where is None:
             return None
-        name, start, order = where
+        name, start, count, shape, order = where
         flat = self.arrays.get(name)
-        shape = self.tensors[i]["shape"]
-        n = int(np.prod(shape, dtype=np.int64))
         if flat is None:
             return None
-        if start + n > flat.size:
+        if start + count > flat.size:
             raise CheckpointError(f"{self.path}: tensor {i} lies outside array {name!r}")
-        return flat[start:start + n].reshape(shape, order=order)
+        return flat[start:start + count].reshape(shape, order=order)
 
     @property
     def params(self) -> list[np.ndarray] | None:
@@ -519,7 +535,7 @@ class Checkpoint:
             if group["updates"] > 0:
                 for i in ids:
                     entry = {"step": group["updates"]}
-                    for key in _STATE_KEYS:
+                    for key in _STATE_KEYS + tuple(f"{k}_absmax" for k in _STATE_KEYS):
                         value = self.tensor(key, i)
                         if value is not None:
                             entry[key] = value
@@ -528,23 +544,34 @@ class Checkpoint:
 
 
 def _locations(version: int, groups: list[dict], arrays: Mapping[str, np.ndarray]) -> dict:
-    """Where each tensor's values of each array are: (array name, element start, order)."""
+    """Where each tensor's values of each entry are: (array name, element start, count,
+    shape, order)."""
     where = {}
     i = 0
     for gi, group in enumerate(groups):
-        start = 0
+        starts: dict[str, int] = {}
         for t in group["tensors"]:
-            n = int(np.prod(t["shape"], dtype=np.int64))
-            for key in _STATE_KEYS + ("params",):
+            shape = tuple(t["shape"])
+            n = int(np.prod(shape, dtype=np.int64))
+            bits = t.get("state_bits", 32)
+            entries = [(key, f"groups.{gi}.{key}{_CODE_SUFFIX[bits]}", n, shape)
+                       for key in _STATE_KEYS]
+            if bits == 8:
+                nb = _codes.blocks(n)
+                entries += [(f"{key}_absmax", f"groups.{gi}.{key}_absmax", nb, (nb,))
+                            for key in _STATE_KEYS]
+            entries.append(("params", f"groups.{gi}.params", n, shape))
+            for key, name, count, key_shape in entries:
                 if version >= 2:
-                    if f"groups.{gi}.{key}" in arrays:
-                        where[(key, i)] = (f"groups.{gi}.{key}", start, "C")
-                else:   # format 1: flat engine buffers, offsets per tensor
+                    if name in arrays:
+                        start = starts.get(name, 0)
+                        where[(key, i)] = (name, start, count, key_shape, "C")
+                        starts[name] = start + count
+                elif key in _STATE_KEYS + ("params",):   # format 1: flat engine buffers
                     offset = _whole_or_none(t.get("vmax_offset" if key == "max_exp_avg_sq"
                                                   else "offset", -1))
                     if key in arrays and offset is not None:
-                        where[(key, i)] = (key, offset, t["order"])
-            start += n
+                        where[(key, i)] = (key, offset, n, shape, t["order"])
             i += 1
     return where
 
@@ -569,6 +596,8 @@ def _check_group(group: Any, version: int) -> dict[str, Any]:
         if t.get("name") is not None and not isinstance(t["name"], str):
             raise ValueError(f"a tensor name must be a string, got {t['name']!r:.80}")
         t.setdefault("name", None)
+        if t.get("state_bits", 32) not in (32, 16, 8):
+            raise ValueError(f"bad state_bits {t['state_bits']!r}")
         if version == 1 and t.get("order") not in ("C", "F"):
             raise ValueError(f"bad memory order {t.get('order')!r}")
     return group

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _checks, _state_dict, checkpoint
 from ._engine import Engine
+from ._codes import group_key
 from ._formula import Rule, group_scalars
 from ._layout import TensorSpec
 from ._state import TensorState
@@ -50,6 +51,13 @@ def check_hyperparameter(key: str, value: Any) -> Any:
         return value
     if key in _BOOL_KEYS:
         return _checks.boolean(key, value)
+    if key == "state_bits":
+        value = _checks.integer(key, value, what="32, 16 or 8")
+        if value not in (8, 16, 32):
+            raise ValueError(f"state_bits must be 32, 16 or 8, got {value!r}")
+        return value
+    if key in ("seed", "min_8bit_size"):
+        return _checks.integer(key, value)
     return value
 
 
@@ -256,24 +264,31 @@ class Optimizer:
         self._name_index = {n: i for i, n in enumerate(self._names) if n is not None}
         self._options_stale = True
 
+    def _storage_options(self) -> list[tuple]:
+        """What decides the state layout, per group: AMSGrad, state_bits, min_8bit_size."""
+        return [(bool(g.get("amsgrad", False)), g.get("state_bits", 32),
+                 g.get("min_8bit_size", 4096)) for g in self.param_groups]
+
     def _new_engine(self) -> Engine:
         self._zero_spans = _grad_spans(self._specs)
         self._layout_stale = False
-        return Engine(self._specs, [bool(g.get("amsgrad", False)) for g in self.param_groups],
+        options = self._storage_options()
+        return Engine(self._specs, [a for a, _, _ in options],
                       np.dtype(self._specs[0].array.dtype),
-                      "cuda" if is_cuda_array(self._specs[0].array) else "cpu")
+                      "cuda" if is_cuda_array(self._specs[0].array) else "cpu",
+                      [b for _, b, _ in options], [s for _, _, s in options])
 
     def _rebuild_engine(self) -> None:
         """A new engine after parameters or AMSGrad settings changed; the state carries over."""
         old = self._engine
-        states = [old.state.read(i) for i in range(len(old))]
+        states = [old.state.snapshot(i) for i in range(len(old))]
         self._engine = self._new_engine()
         for i, state in enumerate(states):
             self._engine.state.write(i, state)
 
     def _on_group_change(self, key: str) -> None:
         self._options_stale = True
-        if key == "amsgrad":
+        if key in ("amsgrad", "state_bits", "min_8bit_size"):
             self._layout_stale = True
 
     def _refresh_options(self) -> None:
@@ -284,6 +299,7 @@ class Optimizer:
         self._clipnorms = (np.array([-1.0 if c is None else c for c in clipnorms])
                            if any(c is not None for c in clipnorms) else None)
         self._lazy = [bool(g.get("lazy_sparse", False)) for g in groups]
+        self._seeds = [g.get("seed", 0) for g in groups]
         self._options_stale = False
 
     @property
@@ -331,9 +347,10 @@ class Optimizer:
             engine.bind_buffer_grads()
         else:
             keep_alive = engine.bind_grads(self._align_grads(grads))
-        scalars = engine.group_scalars
+        scalars, keys = engine.group_scalars, engine.group_keys
         for i, (group, rule) in enumerate(zip(groups, self._rules)):
             scalars[i] = group_scalars(rule, lr=lrs[i], step=group.updates + 1)
+            keys[i] = group_key(self._seeds[i], group.updates + 1)
         engine.clip_by_norm(self._clipnorms, self._global_clipnorm)
         engine.launch(self._lazy if engine.has_sparse_jobs else None)
         del keep_alive
@@ -387,8 +404,17 @@ class Optimizer:
         return self._engine.state.read(self._check_index(index))
 
     def state_views(self, index: int) -> TensorState:
-        """Live views of parameter ``index``'s state (writes go into the optimizer)."""
+        """Live views of parameter ``index``'s 32-bit state (writes go into the optimizer).
+
+        Raises:
+            TypeError: the parameter's state is 16- or 8-bit (use ``tensor_state``).
+        """
         return self._engine.state.views(self._check_index(index))
+
+    def tensor_state_bits(self, index: int) -> int:
+        """How parameter ``index``'s state is stored: 32, 16 or 8 bits (a group with
+        ``state_bits=8`` keeps 32-bit state for tensors under its ``min_8bit_size``)."""
+        return self._engine.state.bits(self._check_index(index))
 
     def grad_scales(self) -> np.ndarray:
         """The factor each gradient was multiplied by in the last step (norm clipping; 1: none)."""
@@ -401,17 +427,28 @@ class Optimizer:
         return int(index)
 
     # -- state_dict and checkpoints -------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, dequantize: bool = False) -> dict[str, Any]:
         """Optimizer state laid out like ``torch.optim.Adam.state_dict()`` (copies).
 
         ``{"state": {i: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq"]}},
         "param_groups": [{hyperparameters..., "params": [i, ...]}]}``; parameters
         that have not been stepped yet have no state entry, as in torch.  A
         schedule travels as ``lr_schedule`` (its config).
-        """
-        return self._export(self._engine.state.read)
 
-    def _export(self, read_state: Callable[[int], TensorState]) -> dict[str, Any]:
+        16- and 8-bit state is held losslessly: ``exp_avg`` etc. are the flat
+        codes (uint16 bfloat16 patterns, or uint8 codes, in the parameter's
+        memory order) and 8-bit state adds ``exp_avg_absmax`` etc. (float32,
+        one per 256 codes).  ``dequantize=True`` gives float32 moments shaped
+        like the parameters instead, as torch's Adam holds them.
+        """
+        state = self._engine.state
+        if dequantize:
+            return self._export(lambda i: {
+                k: np.asarray(x, np.float32) if state.bits(i) != 32 else x
+                for k, x in state.read(i)._asdict().items() if x is not None})
+        return self._export(state.entries)
+
+    def _export(self, read_state: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
         groups = self.param_groups
         return _state_dict.export(groups, [g.updates for g in groups], self._names,
                                   [g.schedule for g in groups], read_state)
@@ -437,12 +474,12 @@ class Optimizer:
 
     def _apply(self, checked: _state_dict.Checked) -> None:
         """Commit a checked state_dict (nothing in it can fail any more)."""
-        layout = [g.get("amsgrad", False) for g in self.param_groups]
+        layout = self._storage_options()
         for group, values in zip(self.param_groups, checked.group_values):
             for key, value in values.items():
                 group._set(key, value)
         self._options_stale = True
-        if layout != [g.get("amsgrad", False) for g in self.param_groups]:
+        if layout != self._storage_options():
             self._engine = self._new_engine()
         empty = TensorState(None, None, None)
         for i in range(len(self._specs)):
@@ -464,7 +501,9 @@ class Optimizer:
         if params:
             values = [s.array if isinstance(s.array, np.ndarray) else s.array.copy_to_host()
                       for s in self._specs]
-        checkpoint.save(path, self._export(self._engine.state.host_views), optimizer=type(self).__name__, dtype=self.dtype,
+        state = self._engine.state
+        checkpoint.save(path, self._export(lambda i: state.entries(i, copy=False)),
+                        optimizer=type(self).__name__, dtype=self.dtype,
                         shapes=[tuple(s.array.shape) for s in self._specs], params=values)
 
     def load(self, path: str | os.PathLike, params: bool | None = None) -> None:
@@ -605,10 +644,12 @@ class Adam(Optimizer):
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
-                 maximize: bool = False, decoupled_weight_decay: bool = False) -> None:
+                 maximize: bool = False, decoupled_weight_decay: bool = False,
+                 state_bits: int = 32, seed: int = 0, min_8bit_size: int = 4096) -> None:
         super().__init__(params, dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-            maximize=maximize, decoupled_weight_decay=decoupled_weight_decay))
+            maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
+            state_bits=state_bits, seed=seed, min_8bit_size=min_8bit_size))
 
 
 class AdamW(Adam):
@@ -627,6 +668,31 @@ class AdamW(Adam):
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, state_bits: int = 32, seed: int = 0,
+                 min_8bit_size: int = 4096) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         decoupled_weight_decay=True)
+                         decoupled_weight_decay=True, state_bits=state_bits, seed=seed,
+                         min_8bit_size=min_8bit_size)
+
+
+class Adam8bit(Adam):
+    """:class:`Adam` with 8-bit block-quantized state (``state_bits=8``), as bitsandbytes
+    names it: about 2 bytes of state per parameter instead of 8."""
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
+                 maximize: bool = False, decoupled_weight_decay: bool = False, seed: int = 0,
+                 min_8bit_size: int = 4096) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=decoupled_weight_decay, state_bits=8,
+                         seed=seed, min_8bit_size=min_8bit_size)
+
+
+class AdamW8bit(AdamW):
+    """:class:`AdamW` with 8-bit block-quantized state (``state_bits=8``)."""
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 maximize: bool = False, seed: int = 0, min_8bit_size: int = 4096) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         state_bits=8, seed=seed, min_8bit_size=min_8bit_size)

@@ -59,7 +59,9 @@ class IndexedSlices:
         rows = self.indices[order]
         if rows.size == 0:
             return rows, self.values[:0]
-        first = np.r_[True, rows[1:] != rows[:-1]]
+        first = np.empty(rows.size, dtype=bool)
+        first[0] = True
+        np.not_equal(rows[1:], rows[:-1], out=first[1:])
         summed = self.values[order[first]]
         if not first.all():   # add each repeat to its row's first value, in index order
             repeat = ~first

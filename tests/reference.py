@@ -130,3 +130,103 @@ def mlx_adam(p, grads, learning_rate, betas=(0.9, 0.999), eps=1e-8, bias_correct
             else:
                 ps[i] = ps[i] - lr * ms[i] / (np.sqrt(vs[i]) + eps)
     return ps, ms, vs
+
+
+# -- low-bit optimizer state (API.md section 8), written from numba_adam's documented codes
+def _lowbias32(x):
+    x = x & 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def group_key(seed, step):
+    """splitmix64 of (seed, step), low 32 bits."""
+    mask = (1 << 64) - 1
+    z = (seed * 0x9E3779B97F4A7C15 + step * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return (z ^ (z >> 31)) & 0xFFFFFFFF
+
+
+def stochastic_bf16(x, random16):
+    """float32 -> bfloat16 value (as float32), rounded up with probability of the remainder:
+    truncate after adding 16 random bits below the kept half."""
+    bits = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    out = ((bits + np.asarray(random16, np.uint64)) >> 16) << 16
+    finite = np.isfinite(np.asarray(x, np.float32))
+    out = np.where(finite, out, (bits >> 16) << 16)
+    return out.astype(np.uint32).view(np.float32)
+
+
+def code_table(exponent_bits, signed):
+    """Every value of a float-like 8-bit code in [-1, 1] (signed) or [0, 1], by code."""
+    mant = 3
+    bias = (1 << exponent_bits) - 1
+    mags = []
+    for code in range(1 << (exponent_bits + mant)):
+        e, m = code >> mant, code & 7
+        mags.append(m / 8 * 2.0 ** (1 - bias) if e == 0 else 2.0 ** (e - bias) * (1 + m / 8))
+    mags = np.array(mags)
+    mags[mags > 1] = np.nan             # codes above 1.0 are unused
+    if not signed:
+        return mags
+    return np.concatenate([mags, -mags])
+
+
+def nearest_code(y, table):
+    """The code whose value is nearest to y (NaN entries never chosen)."""
+    valid = np.flatnonzero(np.isfinite(table))
+    values = table[valid]
+    return valid[np.argmin(np.abs(y[:, None] - values[None, :]), axis=1)]
+
+
+def quantize_blocks(x, signed, block=256):
+    """Block-wise absmax quantization: (codes, absmax) as the documented 8-bit state."""
+    table = code_table(4 if signed else 5, signed)
+    x = np.asarray(x, np.float32)
+    codes = np.zeros(x.size, np.int64)
+    absmax = np.zeros(-(-x.size // block), np.float32)
+    for k in range(absmax.size):
+        part = x[k * block:(k + 1) * block]
+        absmax[k] = np.max(np.abs(part))
+        inverse = np.float32(1) / absmax[k] if absmax[k] else np.float32(0)
+        codes[k * block:(k + 1) * block] = nearest_code(part * inverse, table)
+    return codes, absmax
+
+
+def dequantize_blocks(codes, absmax, signed, block=256):
+    table = code_table(4 if signed else 5, signed)
+    return (table[codes] * np.repeat(absmax, block)[:codes.size]).astype(np.float32)
+
+
+def lowbit_torch_adam(p, grads, bits, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, seed=0,
+                      index_base=0):
+    """``torch.optim.Adam``'s rule on one flat float32 tensor whose m and v are stored with
+    16 bits (bfloat16, stochastic rounding keyed on seed, step and element index) or 8 bits
+    (blocks of 256, float-like codes; a zero second-moment code zeroes the first moment)
+    between steps.  Returns (p, m, v) with m, v the stored values."""
+    p = np.array(p, np.float32)
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    b1, b2 = betas
+    index = index_base + np.arange(p.size, dtype=np.uint64)
+    for step, g in enumerate(grads, start=1):
+        g = np.asarray(g, np.float32)
+        m_new = (m + np.float32(1 - b1) * (g - m)).astype(np.float32)
+        v_new = (np.float32(b2) * v + np.float32(1 - b2) * g * g).astype(np.float32)
+        bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
+        p = (p - np.float32(lr / bc1) * m_new /
+             (np.sqrt(v_new) * np.float32(1 / np.sqrt(bc2)) + np.float32(eps))).astype(np.float32)
+        if bits == 16:
+            r = _lowbias32(group_key(seed, step) + index * 0x9E3779B1)
+            m = stochastic_bf16(m_new, r & 0xFFFF)
+            v = stochastic_bf16(v_new, (r >> 16) & 0xFFFF)
+        else:
+            mc, ms = quantize_blocks(m_new, True)
+            vc, vs = quantize_blocks(v_new, False)
+            mc[vc == 0] = 0
+            m, v = dequantize_blocks(mc, ms, True), dequantize_blocks(vc, vs, False)
+    return p, m, v

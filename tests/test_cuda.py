@@ -26,6 +26,7 @@ def test_cuda_suite_passes_under_the_simulator():
 
 PTX = textwrap.dedent("""
     import numba
+    import numpy as np
     from numba import types
     from numba.cuda import compile_ptx, dispatcher
     from numba_adam import _cuda
@@ -51,10 +52,17 @@ PTX = textwrap.dedent("""
             (_cuda.adam_rows_lazy_kernel, (f1, types.int64, f1, f1, types.int64, f1,
                                            types.int64, types.int64, i1, f2, f1, dt)),
         ]
+        items_kernel, rows_kernel = _cuda.COMPACT_KERNELS[np.dtype(str(dt))]
+        compact = (types.uint16[::1], types.uint8[::1], types.float32[::1], i1)
+        kernels += [
+            (items_kernel, (f1, f1, i2, types.int64, types.int64, i2, f2, f1) + compact),
+            (rows_kernel, (f1, types.int64, types.int64, i2, i1, i1, f2, types.int64,
+                           types.boolean, dt, f1, dt) + compact),
+        ]
         for kernel, sig in kernels:
             ptx, _ = compile_ptx(kernel.py_func, sig, cc=(8, 0))
             assert ".entry" in ptx and "sm_80" in ptx, kernel
-            if kernel is _cuda.adam_items:
+            if kernel in (_cuda.adam_items, items_kernel):
                 assert "sqrt.rn" in ptx and "div.rn" in ptx
             print(kernel.py_func.__name__, dt, len(ptx))
 """)
@@ -68,4 +76,4 @@ def test_kernels_compile_to_real_ptx():
     if result.returncode != 0 and "NVRTC" in result.stderr and "not found" in result.stderr.lower():
         pytest.fail("NVRTC is missing: install numba-cuda[cu12] (the [test] extra does)")
     assert result.returncode == 0, result.stderr[-4000:]
-    assert result.stdout.count("\n") == 10
+    assert result.stdout.count("\n") == 14

@@ -54,6 +54,12 @@ class SingleGroupOptimizer:
             self._check_same_variables(variables)
         self._optimizer.step(list(grads))
 
+    def _state(self, index: int):
+        """Tensor ``index``'s state: live views of 32-bit state, decoded copies otherwise."""
+        opt = self._require_built()
+        return opt.state_views(index) if opt.tensor_state_bits(index) == 32 else \
+            opt.tensor_state(index)
+
     @property
     def _group(self):
         return self._require_built().param_groups[0]

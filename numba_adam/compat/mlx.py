@@ -59,8 +59,9 @@ class Adam(SingleGroupOptimizer):
 
     def __init__(self, learning_rate: float | Callable[[int], float],
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 bias_correction: bool = False) -> None:
+                 bias_correction: bool = False, state_bits: int = 32) -> None:
         super().__init__()
+        self.state_bits = check_hyperparameter("state_bits", state_bits)
         self._lr = check_hyperparameter("lr", learning_rate)
         self.betas = check_hyperparameter("betas", betas)
         self.eps = check_hyperparameter("eps", eps)
@@ -70,7 +71,8 @@ class Adam(SingleGroupOptimizer):
 
     def _group_options(self, lr: Any) -> dict[str, Any]:
         """The engine group keys of MLX's rule."""
-        return dict(lr=lr, betas=self.betas, eps=self.eps, bias_correction=self.bias_correction)
+        return dict(lr=lr, betas=self.betas, eps=self.eps, bias_correction=self.bias_correction,
+                    state_bits=self.state_bits)
 
     def _make_optimizer(self, variables: list[np.ndarray]) -> Optimizer:
         return Optimizer(variables, self._group_options(self._lr))
@@ -119,7 +121,7 @@ class Adam(SingleGroupOptimizer):
         """``{"step", "learning_rate"}`` plus, per parameter, ``{"m", "v"}`` (live views)."""
         state: dict[str, Any] = {"step": self.step, "learning_rate": self.learning_rate}
         if self.built:
-            views = [self._optimizer.state_views(i) for i in range(len(self._paths))]
+            views = [self._state(i) for i in range(len(self._paths))]
             per_leaf = {p: {"m": s.exp_avg, "v": s.exp_avg_sq} for p, s in zip(self._paths, views)}
             tree = _unflatten_like(self._tree, per_leaf)
             if isinstance(tree, dict):
@@ -146,7 +148,7 @@ class Adam(SingleGroupOptimizer):
                                            "exp_avg_sq": state["v"]}},
                              "param_groups": [{"params": [0]}]})
         opt.step([np.ascontiguousarray(gradient, new.dtype)])
-        updated = opt.state_views(0)
+        updated = opt.state_views(0) if opt.tensor_state_bits(0) == 32 else opt.tensor_state(0)
         state["m"][...] = updated.exp_avg
         state["v"][...] = updated.exp_avg_sq
         return new
@@ -157,8 +159,9 @@ class AdamW(Adam):
 
     def __init__(self, learning_rate: float | Callable[[int], float],
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01, bias_correction: bool = False) -> None:
-        super().__init__(learning_rate, betas, eps, bias_correction)
+                 weight_decay: float = 0.01, bias_correction: bool = False,
+                 state_bits: int = 32) -> None:
+        super().__init__(learning_rate, betas, eps, bias_correction, state_bits)
         self.weight_decay = check_hyperparameter("weight_decay", weight_decay)
 
     def _group_options(self, lr: Any) -> dict[str, Any]:

@@ -77,7 +77,7 @@ class Adam(SingleGroupOptimizer):
                  amsgrad: bool = False, weight_decay: float | None = None,
                  clipnorm: float | None = None, clipvalue: float | None = None,
                  global_clipnorm: float | None = None, name: str = "Adam",
-                 lazy_sparse: bool = False) -> None:
+                 lazy_sparse: bool = False, state_bits: int = 32) -> None:
         super().__init__()
         clipping = {k: v for k, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
                                       ("global_clipnorm", global_clipnorm)) if v is not None}
@@ -94,6 +94,7 @@ class Adam(SingleGroupOptimizer):
         self.weight_decay = (None if weight_decay is None
                              else check_hyperparameter("weight_decay", weight_decay))
         self.lazy_sparse = check_hyperparameter("lazy_sparse", lazy_sparse)
+        self.state_bits = check_hyperparameter("state_bits", state_bits)
         self.clipnorm, self.clipvalue, self.global_clipnorm = clipnorm, clipvalue, global_clipnorm
         self.beta_1, self.beta_2 = beta_1, beta_2
         self.name = name
@@ -129,7 +130,8 @@ class Adam(SingleGroupOptimizer):
             lr=self._engine_lr(), betas=(_value(self.beta_1), _value(self.beta_2)),
             eps=self.epsilon, weight_decay=self.weight_decay or 0.0,
             decoupled_weight_decay=True, amsgrad=self.amsgrad, epsilon_hat=True,
-            lazy_sparse=self.lazy_sparse, clipnorm=self.clipnorm, clipvalue=self.clipvalue))
+            lazy_sparse=self.lazy_sparse, clipnorm=self.clipnorm, clipvalue=self.clipvalue,
+            state_bits=self.state_bits))
         opt.global_clipnorm = self.global_clipnorm
         return opt
 
@@ -156,11 +158,12 @@ class Adam(SingleGroupOptimizer):
     # -- state -------------------------------------------------------------
     @property
     def variables(self) -> list[np.ndarray]:
-        """``[iterations]`` + momentums + velocities (+ velocity_hats): live views of the state."""
+        """``[iterations]`` + momentums + velocities (+ velocity_hats): live views of 32-bit
+        state, decoded copies of 16- and 8-bit state."""
         out = [np.array(self.iterations, dtype=np.int64)]
         if not self.built:
             return out
-        states = [self._optimizer.state_views(i) for i in range(len(self._variables))]
+        states = [self._state(i) for i in range(len(self._variables))]
         out += [s.exp_avg for s in states] + [s.exp_avg_sq for s in states]
         if self.amsgrad:
             out += [s.max_exp_avg_sq for s in states]
@@ -172,7 +175,8 @@ class Adam(SingleGroupOptimizer):
         return dict(name=self.name, learning_rate=lr, beta_1=self.beta_1, beta_2=self.beta_2,
                     epsilon=self.epsilon, amsgrad=self.amsgrad, weight_decay=self.weight_decay,
                     clipnorm=self.clipnorm, clipvalue=self.clipvalue,
-                    global_clipnorm=self.global_clipnorm, lazy_sparse=self.lazy_sparse)
+                    global_clipnorm=self.global_clipnorm, lazy_sparse=self.lazy_sparse,
+                    state_bits=self.state_bits)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "Adam":

@@ -54,12 +54,13 @@ class Adam(SingleGroupOptimizer):
                  epsilon: float | None = None, decay: float = 0.0, amsgrad: bool = False,
                  **kwargs: Any) -> None:
         super().__init__()
-        allowed = {"clipnorm", "clipvalue"}
+        allowed = {"clipnorm", "clipvalue", "state_bits"}
         for key in kwargs:
             if key not in allowed:
                 raise TypeError(f"Unexpected keyword argument passed to optimizer: {key}")
         self.clipnorm = check_hyperparameter("clipnorm", kwargs.get("clipnorm"))
         self.clipvalue = check_hyperparameter("clipvalue", kwargs.get("clipvalue"))
+        self.state_bits = check_hyperparameter("state_bits", kwargs.get("state_bits", 32))
         self.beta_1, self.beta_2 = check_hyperparameter("betas", (beta_1, beta_2))
         self.epsilon = _EPSILON if epsilon is None else check_hyperparameter("eps", epsilon)
         self.decay = check_hyperparameter("decay", decay)
@@ -83,7 +84,7 @@ class Adam(SingleGroupOptimizer):
         return Optimizer(variables, dict(
             lr=self._schedule(), betas=(self.beta_1, self.beta_2), eps=self.epsilon,
             amsgrad=self.amsgrad, epsilon_hat=True, clipnorm=self.clipnorm,
-            clipvalue=self.clipvalue))
+            clipvalue=self.clipvalue, state_bits=self.state_bits))
 
     def apply_gradients(self, grads_and_vars: Iterable[tuple[Any, np.ndarray]]) -> None:
         """Apply ``(gradient, variable)`` pairs (variables are updated in place)."""
@@ -151,6 +152,8 @@ class Adam(SingleGroupOptimizer):
             config["clipnorm"] = self.clipnorm
         if self.clipvalue is not None:
             config["clipvalue"] = self.clipvalue
+        if self.state_bits != 32:
+            config["state_bits"] = self.state_bits
         return config
 
     @classmethod
