@@ -5,7 +5,7 @@ import numpy as np
 import numba_adam
 
 
-def warm_optimizer(size, dtype="float32", option="adam", tensors=1):
+def warm_optimizer(size, dtype="float32", option="adam", tensors=1, state_bits=32):
     """A ParamBuffer of ``size`` elements in ``tensors`` tensors with a warmed-up optimizer."""
     rng = np.random.default_rng(0)
     base = size // tensors
@@ -17,7 +17,7 @@ def warm_optimizer(size, dtype="float32", option="adam", tensors=1):
         "adamw": {"weight_decay": 0.01, "decoupled_weight_decay": True},
         "clipnorm": {},
     }[option]
-    opt = numba_adam.Adam(buf, lr=1e-3, **kwargs)
+    opt = numba_adam.Adam(buf, lr=1e-3, state_bits=state_bits, **kwargs)
     if option == "clipnorm":
         opt.global_clipnorm = 1.0
     opt.step()   # compile (or load from the cache) outside the timings

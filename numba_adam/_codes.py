@@ -66,14 +66,15 @@ CODECS = ("random_bits", "bf16_decode", "bf16_encode", "m8_decode", "v8_decode",
           "v8_encode", "magnitude_bits", "inverse_scale")
 
 
-def make_codecs(jit, float_bits, bits_float, float32, random_bits=None):
+def make_codecs(jit, float_bits, bits_float, float32, native=None):
     """The code functions compiled with ``jit``, over the target's bit casts.
 
     ``float_bits(x)``: a float32's pattern as an int64 in [0, 2^32);
     ``bits_float(b)``: the float32 whose pattern is ``b``'s low 32 bits;
-    ``float32(x)``: the target's cast to float32.  ``random_bits(key, index)``: the
-    target's own compilation of the hash (``HASH_*``), if it has one; by default it is
-    written here in 64-bit integer arithmetic.
+    ``float32(x)``: the target's cast to float32.  ``native``: a dict name -> the
+    target's own compilation of some of these functions, bit for bit the same (the CPU
+    emits 32-bit integer IR for the hash and the bfloat16 codes: Numba's integer
+    arithmetic is 64-bit, which halves the vector width).
     Returns the compiled functions, in the order of ``CODECS`` (kernels call them by
     global name, so a backend unpacks them into its module).
     """
@@ -88,8 +89,7 @@ def make_codecs(jit, float_bits, bits_float, float32, random_bits=None):
         x = ((x ^ (x >> s2)) * k2) & 0xFFFFFFFF
         return x ^ (x >> HASH_LAST_SHIFT)
 
-    if random_bits is None:
-        random_bits = hash_bits
+    random_bits = hash_bits
 
     @jit
     def bf16_decode(code):
@@ -146,8 +146,12 @@ def make_codecs(jit, float_bits, bits_float, float32, random_bits=None):
         absmax = bits_float(absmax_bits)
         return (_ONE / absmax if absmax_bits != 0 else _ZERO), absmax
 
-    return (random_bits, bf16_decode, bf16_encode, m8_decode, v8_decode, m8_encode, v8_encode,
-            magnitude_bits, inverse_scale)
+    compiled = dict(random_bits=random_bits, bf16_decode=bf16_decode, bf16_encode=bf16_encode,
+                    m8_decode=m8_decode, v8_decode=v8_decode, m8_encode=m8_encode,
+                    v8_encode=v8_encode, magnitude_bits=magnitude_bits,
+                    inverse_scale=inverse_scale)
+    compiled.update(native or {})
+    return tuple(compiled[name] for name in CODECS)
 
 
 def group_key(seed: int, step: int) -> int:

@@ -58,7 +58,7 @@ if config.ENABLE_CUDASIM:   # device functions run as Python: NumPy bit casts, P
 else:
     from . import _bits
     _codecs = _codes.make_codecs(_device, _bits.float_bits, _bits.bits_float, float32,
-                                 _bits.random_bits)
+                                 _bits.NATIVE)
 (random_bits, bf16_decode, bf16_encode, m8_decode, v8_decode, m8_encode, v8_encode,
  magnitude_bits, inverse_scale) = _codecs
 

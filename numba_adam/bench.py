@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -111,18 +112,43 @@ def even_shapes(total: int, tensors: int) -> list[tuple[int, ...]]:
     return [(base + (1 if i < total % tensors else 0),) for i in range(tensors)]
 
 
-def bytes_per_param(dtype, amsgrad: bool) -> int:
-    return (9 if amsgrad else 7) * np.dtype(dtype).itemsize
+def bytes_per_param(dtype, amsgrad: bool, state_bits: int = 32) -> float:
+    """Bytes a step moves per parameter: p read and written, g read, each moment read and
+    written (8-bit state: plus its block scales)."""
+    item = np.dtype(dtype).itemsize
+    moments = 3 if amsgrad else 2
+    if state_bits == 32:
+        return 3 * item + 2 * moments * item
+    if state_bits == 16:
+        return 3 * item + 2 * moments * 2
+    return 3 * item + 2 * moments * (1 + 4 / 256)
+
+
+STATE_BITS_SUFFIX = {16: ", 16-bit state", 8: ", 8-bit state"}
+
+
+def state_bits_of(implementation: str) -> int:
+    """The state format an implementation name says (32 unless it names 16 or 8 bits)."""
+    return next((b for b, s in STATE_BITS_SUFFIX.items() if implementation.endswith(s)), 32)
 
 
 # -- what a worker process runs ------------------------------------------------
-def _numba_adam(shapes, dtype, amsgrad, rng):
+def _numba_adam(shapes, dtype, amsgrad, rng, state_bits=32):
     import numba_adam
     buf = numba_adam.ParamBuffer({str(i): rng.standard_normal(s) for i, s in enumerate(shapes)},
                                  dtype)
     buf.grad[:] = rng.standard_normal(buf.size) * 1e-3
-    opt = numba_adam.Adam(buf, lr=1e-6, amsgrad=amsgrad)
+    opt = numba_adam.Adam(buf, lr=1e-6, amsgrad=amsgrad, state_bits=state_bits)
     return opt.step
+
+
+def _numba_adam_bits(state_bits: int, one_thread: bool = False):
+    def make(shapes, dtype, amsgrad, rng):
+        if one_thread:
+            import numba_adam
+            numba_adam.set_num_threads(1)
+        return _numba_adam(shapes, dtype, amsgrad, rng, state_bits)
+    return make
 
 
 def _numba_adam_arrays(shapes, dtype, amsgrad, rng):
@@ -190,6 +216,13 @@ STEP_IMPLEMENTATIONS: dict[str, Callable] = {
     "roofline": _roofline,
 }
 NEEDS_TORCH = {"torch fused", "torch foreach"}
+for _bits in STATE_BITS_SUFFIX:
+    STEP_IMPLEMENTATIONS[f"numba_adam{STATE_BITS_SUFFIX[_bits]}"] = _numba_adam_bits(_bits)
+# Compute cost per element of each state format: one thread, the model in cache.
+COST_IMPLEMENTATIONS: dict[str, Callable] = {
+    f"1 thread{STATE_BITS_SUFFIX.get(b, ', 32-bit state')}": _numba_adam_bits(b, True)
+    for b in (32, 16, 8)}
+COST_SIZES = (1 << 12, 1 << 15)     # two in-cache sizes: their difference removes overheads
 
 
 def _loop(make_step):
@@ -261,7 +294,7 @@ for _what in NEIGHBOUR_MEASUREMENTS:
     NEIGHBOUR_IMPLEMENTATIONS[f"{_what}, numba_adam imported"] = _neighbour(_what, True)
 
 ALL_IMPLEMENTATIONS = {**STEP_IMPLEMENTATIONS, **LOOP_IMPLEMENTATIONS,
-                       **NEIGHBOUR_IMPLEMENTATIONS}
+                       **NEIGHBOUR_IMPLEMENTATIONS, **COST_IMPLEMENTATIONS}
 
 
 # OpenMP runtimes keep their threads spinning for a while after a parallel region
@@ -419,11 +452,18 @@ def _spread(r: dict[str, float]) -> str:
 
 # -- cases -------------------------------------------------------------------
 def build_cases(args: argparse.Namespace, torch_available: bool) -> list[Case]:
-    step_impls = [n for n in STEP_IMPLEMENTATIONS if torch_available or n not in NEEDS_TORCH]
+    step_impls = [n for n in STEP_IMPLEMENTATIONS if (torch_available or n not in NEEDS_TORCH)
+                  and state_bits_of(n) == 32]
+    low_bit = [f"numba_adam{STATE_BITS_SUFFIX[b]}" for b in args.bits_list if b != 32]
     cases = []
     for n in args.size_list:
         cases.append(Case(f"1 tensor, {n:.0e}".replace("e+0", "e"), [(n,)], "step",
-                          [i for i in step_impls if i != "numba_adam (plain arrays)"]))
+                          [i for i in step_impls if i != "numba_adam (plain arrays)"] + low_bit))
+    if low_bit:
+        for n in COST_SIZES:
+            cases.append(Case(f"in-cache cost, {n}", [(n,)], "cost",
+                              [name for name in COST_IMPLEMENTATIONS
+                               if state_bits_of(name) in args.bits_list]))
     if not args.no_models:
         cases.append(Case("294 tensors, 5.0M", transformer_shapes(), "step", step_impls))
         cases.append(Case("10 tensors, 10k", even_shapes(10_000, 10), "step", step_impls))
@@ -445,9 +485,13 @@ def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dic
     for r in results:
         by_case.setdefault(r.case, {})[r.implementation] = r
     per_param = bytes_per_param(dtype, amsgrad)
-    out: dict[str, list[dict]] = {"step": [], "loop": [], "neighbour": []}
+    out: dict[str, list[dict]] = {"step": [], "loop": [], "neighbour": [], "formats": []}
+    costs: dict[int, dict[int, float]] = {}
     for case, rows in by_case.items():
-        if case.startswith("training loop"):
+        if case.startswith("in-cache cost"):
+            for name, r in rows.items():
+                costs.setdefault(state_bits_of(name), {})[r.params] = r.median
+        elif case.startswith("training loop"):
             loop = rows["numba_adam in the loop"]
             same = rows["serial same-bytes kernel in the loop"]
             bare = rows["numba_adam bare, 1 thread"]
@@ -467,14 +511,67 @@ def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dic
                         with_numba_adam_seconds=r.median, with_over_alone=ratio(r, alone)))
         else:
             ours, roof = rows.get("numba_adam"), rows.get("roofline")
+            torch = rows.get("torch fused")
             for name, r in rows.items():
+                bits = state_bits_of(name)
+                moved = bytes_per_param(dtype, amsgrad, bits)
+                # the roofline kernel moves 32-bit state's bytes: scale it to this format's
+                roof_fraction = _scaled(ratio(roof, r), moved / per_param) if roof else None
                 out["step"].append(dict(
                     case=case, implementation=name, params=r.params, tensors=r.tensors,
                     median_seconds=r.median, seconds=r.seconds,
-                    gb_per_s=r.params * per_param / r.median / 1e9,
-                    roofline_fraction=ratio(roof, r) if roof else None,
+                    gb_per_s=r.params * moved / r.median / 1e9,
+                    roofline_fraction=roof_fraction,
                     over_numba_adam=ratio(r, ours) if ours and name != "numba_adam" else None))
+                if bits != 32 or (name == "numba_adam" and any(
+                        state_bits_of(n) != 32 for n in rows)):
+                    out["formats"].append(dict(
+                        case=case, state_bits=bits, params=r.params, median_seconds=r.median,
+                        gb_per_s=r.params * moved / r.median / 1e9, bytes_per_param=moved,
+                        roofline_fraction=roof_fraction,
+                        state_bytes_per_param=_state_bytes_per_param(dtype, amsgrad, bits),
+                        speed_over_32_bit=ratio(ours, r) if ours else None,
+                        speed_over_torch_fused=ratio(torch, r) if torch else None))
+    out["costs"] = _format_costs(costs, dtype, amsgrad)
     return out
+
+
+def _scaled(r: dict[str, float], factor: float) -> dict[str, float]:
+    return {k: v * factor for k, v in r.items()}
+
+
+def _state_bytes_per_param(dtype, amsgrad: bool, bits: int) -> float:
+    moments = 3 if amsgrad else 2
+    size = {32: np.dtype(dtype).itemsize, 16: 2, 8: 1 + 4 / 256}[bits]
+    return moments * size
+
+
+def _format_costs(costs: dict[int, dict[int, float]], dtype, amsgrad: bool) -> list[dict]:
+    """Compute cost per element of each format (from two in-cache sizes, so fixed per-step
+    costs cancel), and the bandwidth per core below which it beats 32-bit state.
+
+    Two models of a step on one core with bandwidth B: *additive* (compute, then wait
+    for memory: t = c + b / B), which fits this machine's 1-thread DRAM figures, and
+    *overlapped* (t = max(c, b / B)), the best a prefetcher can do.
+    """
+    rows = []
+    small, large = COST_SIZES
+    c32 = b32 = None
+    for bits in (32, 16, 8):
+        if bits not in costs or set(costs[bits]) != {small, large}:
+            continue
+        c = (costs[bits][large] - costs[bits][small]) / (large - small) * 1e9   # ns/element
+        b = bytes_per_param(dtype, amsgrad, bits)
+        if bits == 32:
+            c32, b32 = c, b
+        row = dict(state_bits=bits, ns_per_element=c, bytes_per_element=b)
+        if bits != 32 and c32 is not None:
+            extra = c - c32
+            row["additive_wins_below_gb_per_s_per_core"] = (b32 - b) / extra if extra > 0 \
+                else math.inf
+            row["overlapped_wins_below_gb_per_s_per_core"] = b32 / c if c > 0 else math.inf
+        rows.append(row)
+    return rows
 
 
 def format_tables(summary: dict[str, list[dict]]) -> str:
@@ -494,6 +591,35 @@ def format_tables(summary: dict[str, list[dict]]) -> str:
             lines.append(f"{row['case']:<20} {row['implementation']:<26} "
                          f"{row['median_seconds'] * 1e3:9.4f} {row['gb_per_s']:6.1f} "
                          f"{roof_text:>18} {over:>20}")
+    if summary["formats"]:
+        lines += ["", f"{'state formats':<20} {'bits':>4} {'ms/step':>9} {'GB/s':>6} "
+                      f"{'of roofline':>18} {'state B/param':>13} {'vs 32-bit state':>20} "
+                      f"{'vs torch fused':>20}"]
+        for row in summary["formats"]:
+            roof = row["roofline_fraction"]
+            roof_text = (f"{roof['median']:.0%} [{roof['low']:.0%}-{roof['high']:.0%}]"
+                         if roof else "-")
+            over32 = _spread(row["speed_over_32_bit"]) if row["state_bits"] != 32 else "1"
+            torch = _spread(row["speed_over_torch_fused"]) if row["speed_over_torch_fused"] \
+                else "-"
+            lines.append(f"{row['case']:<20} {row['state_bits']:>4} "
+                         f"{row['median_seconds'] * 1e3:9.4f} {row['gb_per_s']:6.1f} "
+                         f"{roof_text:>18} {row['state_bytes_per_param']:13.3f} "
+                         f"{over32:>20} {torch:>20}")
+        lines.append("  (speeds: how many times faster than 32-bit state / torch's fused "
+                     "fp32 Adam, per round)")
+    if summary["costs"]:
+        lines += ["", "compute cost per element, 1 thread, data in cache; the bandwidth per "
+                      "core below which a format beats 32-bit state:"]
+        for row in summary["costs"]:
+            text = (f"  {row['state_bits']:>2}-bit: {row['ns_per_element']:.3f} ns/element, "
+                    f"{row['bytes_per_element']:.2f} B/element")
+            if "additive_wins_below_gb_per_s_per_core" in row:
+                text += (f"; wins below {row['additive_wins_below_gb_per_s_per_core']:.1f} "
+                         f"GB/s per core (compute then memory), "
+                         f"{row['overlapped_wins_below_gb_per_s_per_core']:.1f} GB/s "
+                         f"(fully overlapped)")
+            lines.append(text)
     if summary["loop"]:
         lines += ["", "training loop (two 256x256 matmuls + step), per iteration:"]
         for row in summary["loop"]:
@@ -573,6 +699,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the good-neighbour case")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--amsgrad", action="store_true")
+    parser.add_argument("--state-bits", default="32", metavar="LIST",
+                        help="state formats to time, e.g. 32,16,8: adds numba_adam with 16- "
+                             "and 8-bit state to the 1-tensor cases, and each format's "
+                             "in-cache compute cost and bandwidth model")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for numba_adam and torch (default: each library's own)")
     parser.add_argument("--repeats", type=int, default=7, help="rounds of samples (default 7)")
@@ -593,6 +723,15 @@ def run(args: argparse.Namespace) -> int:
         args.size_list = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
     except ValueError:
         print(f"numba-adam bench: --sizes must be numbers, got {args.sizes!r}", file=sys.stderr)
+        return 2
+    try:
+        args.bits_list = sorted({int(b) for b in args.state_bits.split(",") if b.strip()},
+                                reverse=True)
+    except ValueError:
+        args.bits_list = []
+    if not args.bits_list or not set(args.bits_list) <= {32, 16, 8}:
+        print(f"numba-adam bench: --state-bits must list 32, 16 or 8, got {args.state_bits!r}",
+              file=sys.stderr)
         return 2
     if args.threads is not None and args.threads < 1:
         print("numba-adam bench: --threads must be >= 1", file=sys.stderr)

@@ -299,7 +299,9 @@ class Optimizer:
         self._clipnorms = (np.array([-1.0 if c is None else c for c in clipnorms])
                            if any(c is not None for c in clipnorms) else None)
         self._lazy = [bool(g.get("lazy_sparse", False)) for g in groups]
-        self._seeds = [g.get("seed", 0) for g in groups]
+        # the random keys of 16-bit rounding, for the groups that use it
+        self._seeds = [g.get("seed", 0) if g.get("state_bits", 32) == 16 else None
+                       for g in groups]
         self._options_stale = False
 
     @property
@@ -350,7 +352,8 @@ class Optimizer:
         scalars, keys = engine.group_scalars, engine.group_keys
         for i, (group, rule) in enumerate(zip(groups, self._rules)):
             scalars[i] = group_scalars(rule, lr=lrs[i], step=group.updates + 1)
-            keys[i] = group_key(self._seeds[i], group.updates + 1)
+            if self._seeds[i] is not None:
+                keys[i] = group_key(self._seeds[i], group.updates + 1)
         engine.clip_by_norm(self._clipnorms, self._global_clipnorm)
         engine.launch(self._lazy if engine.has_sparse_jobs else None)
         del keep_alive

@@ -28,5 +28,7 @@ def test_asv_quick_run_passes(tmp_path):
                  "Checkpoint.time_load", "Checkpoint.track_save_mb_per_s",
                  "Checkpoint.track_load_time_over_np_load", "peakmem_optimizer_and_100_steps",
                  "FirstStep.track_first_step_seconds", "ManyTensors.track_time_over_roofline",
-                 "Drift.track_max_error_vs_torch_float32", "Drift.track_max_error_vs_mlx"):
+                 "Drift.track_max_error_vs_torch_float32", "Drift.track_max_error_vs_mlx",
+                 "StateBits.track_speed_over_32_bit_state",
+                 "StateBitsComputeCost.track_ns_per_element"):
         assert name in output, f"{name} did not run"

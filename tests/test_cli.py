@@ -73,3 +73,24 @@ def test_bench_runs_each_implementation_in_its_own_process_and_reports_ratios():
     assert ratio["low"] <= ratio["median"] <= ratio["high"]
     assert [r["case"] for r in out["loop"]] == ["training loop, 68k", "training loop, 1M"]
     assert all(r["in_loop_step_seconds"] > 0 for r in out["loop"])
+
+
+def test_bench_state_bits_reports_formats_and_the_bandwidth_model():
+    result = subprocess.run(
+        [sys.executable, "-m", "numba_adam.cli", "bench", "--sizes", "1e5", "--no-models",
+         "--no-loop", "--no-neighbour", "--no-torch", "--state-bits", "32,16,8",
+         "--repeats", "2", "--seconds", "0.005", "--json"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    formats = {r["state_bits"]: r for r in out["formats"]}
+    assert set(formats) == {32, 16, 8}
+    assert formats[8]["state_bytes_per_param"] < 2.1 < formats[16]["state_bytes_per_param"]
+    assert formats[16]["bytes_per_param"] == 20
+    assert formats[8]["speed_over_32_bit"]["median"] > 0
+    costs = {r["state_bits"]: r for r in out["costs"]}
+    assert set(costs) == {32, 16, 8} and all(r["ns_per_element"] > 0 for r in costs.values())
+    assert costs[8]["additive_wins_below_gb_per_s_per_core"] > 0
+    bad = subprocess.run([sys.executable, "-m", "numba_adam.cli", "bench", "--state-bits", "4"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--state-bits must list 32, 16 or 8" in bad.stderr

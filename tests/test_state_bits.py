@@ -460,3 +460,40 @@ def test_low_bit_state_trains_as_well_on_digits():
         accuracy, loss = runs[bits]
         assert accuracy >= accuracy32 - 0.01, runs
         assert abs(loss - loss32) <= 0.1 * loss32, runs
+
+
+def test_native_code_functions_equal_the_shared_definitions():
+    """The CPU's 32-bit IR twins (``_bits.NATIVE``) against ``_codes``' own versions."""
+    from numba import float32, njit
+    from numba_adam import _bits, _cpu
+    generic = dict(zip(_codes.CODECS, _codes.make_codecs(
+        njit(inline="always"), _bits.float_bits, _bits.bits_float, float32)))
+    hash_generic, decode_generic = generic["random_bits"], generic["bf16_decode"]
+
+    @njit
+    def hashes(keys, indices, native, shared):
+        for i in range(keys.size):
+            native[i] = _cpu.random_bits(keys[i], indices[i])
+            shared[i] = hash_generic(keys[i], indices[i])
+
+    @njit
+    def decode(codes, native, shared):
+        for i in range(codes.size):
+            native[i] = _cpu.bf16_decode(codes[i])
+            shared[i] = decode_generic(codes[i])
+
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 2 ** 32, 100_000, dtype=np.int64)
+    indices = rng.integers(0, 2 ** 40, 100_000, dtype=np.int64)
+    native, shared = np.zeros(keys.size, np.int64), np.zeros(keys.size, np.int64)
+    hashes(keys, indices, native, shared)
+    np.testing.assert_array_equal(native, shared)
+    weyl = keys.astype(np.uint64) + (indices.astype(np.uint64) & 0xFFFFFFFF) * 0x9E3779B1
+    np.testing.assert_array_equal(native, ref._lowbias32(weyl).astype(np.int64))
+
+    codes = np.arange(1 << 16, dtype=np.uint16)
+    native, shared = np.zeros(codes.size, np.float32), np.zeros(codes.size, np.float32)
+    decode(codes, native, shared)
+    np.testing.assert_array_equal(native.view(np.uint32), shared.view(np.uint32))
+    np.testing.assert_array_equal(native.view(np.uint32),
+                                  _codes.bf16_to_float(codes).view(np.uint32))
