@@ -161,37 +161,43 @@ def _zero_m8_where_denominator_zero(codes8, m_at, den_at, n):
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
-def _decode_state(bits, t, tensors, begin, n, codes16, codes8, absmax, sm, sv, svm):
-    """Decode ``n`` elements of tensor ``t``'s compact state from element ``begin`` into
-    the float scratch arrays ``sm``, ``sv``, ``svm`` (m, v, v_max)."""
-    vmax_at = tensors[t, VMAX_OFFSET]
-    if bits == 16:
-        _decode16(codes16, tensors[t, STATE_OFFSET] + begin, n, sm)
-        _decode16(codes16, tensors[t, V_OFFSET] + begin, n, sv)
-        if vmax_at >= 0:
-            _decode16(codes16, vmax_at + begin, n, svm)
-    else:
-        _decode8(codes8, tensors[t, STATE_OFFSET] + begin, n, absmax, True, sm)
-        _decode8(codes8, tensors[t, V_OFFSET] + begin, n, absmax, False, sv)
-        if vmax_at >= 0:
-            _decode8(codes8, vmax_at + begin, n, absmax, False, svm)
+def _decode_state8(t, tensors, begin, n, codes8, absmax, sm, sv, svm):
+    """Decode ``n`` elements (one block) of tensor ``t``'s 8-bit state from element
+    ``begin`` into the float scratch arrays ``sm``, ``sv``, ``svm`` (m, v, v_max)."""
+    _decode8(codes8, tensors[t, STATE_OFFSET] + begin, n, absmax, True, sm)
+    _decode8(codes8, tensors[t, V_OFFSET] + begin, n, absmax, False, sv)
+    if tensors[t, VMAX_OFFSET] >= 0:
+        _decode8(codes8, tensors[t, VMAX_OFFSET] + begin, n, absmax, False, svm)
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
-def _encode_state(bits, t, tensors, begin, n, codes16, codes8, absmax, sm, sv, svm, key):
-    """Store ``sm``, ``sv``, ``svm`` (m, v, v_max) as tensor ``t``'s codes from ``begin``."""
+def _encode_state8(t, tensors, begin, n, codes8, absmax, sm, sv, svm):
+    """Store ``sm``, ``sv``, ``svm`` as one block of tensor ``t``'s 8-bit state."""
     m_at = tensors[t, STATE_OFFSET] + begin
     v_at = tensors[t, V_OFFSET] + begin
     vmax_at = tensors[t, VMAX_OFFSET] + begin if tensors[t, VMAX_OFFSET] >= 0 else -1
-    if bits == 16:
-        _encode16(sm, sv, svm, codes16, m_at, v_at, vmax_at, n, key,
-                  tensors[t, INDEX_BASE] + begin)
-    else:
-        _encode8(sm, codes8, m_at, n, absmax, True)
-        _encode8(sv, codes8, v_at, n, absmax, False)
-        if vmax_at >= 0:
-            _encode8(svm, codes8, vmax_at, n, absmax, False)
-        _zero_m8_where_denominator_zero(codes8, m_at, vmax_at if vmax_at >= 0 else v_at, n)
+    _encode8(sm, codes8, m_at, n, absmax, True)
+    _encode8(sv, codes8, v_at, n, absmax, False)
+    if vmax_at >= 0:
+        _encode8(svm, codes8, vmax_at, n, absmax, False)
+    _zero_m8_where_denominator_zero(codes8, m_at, vmax_at if vmax_at >= 0 else v_at, n)
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _decode_state16(t, tensors, begin, n, codes16, sm, sv, svm):
+    """Decode ``n`` elements of tensor ``t``'s 16-bit state into ``sm``, ``sv``, ``svm``."""
+    _decode16(codes16, tensors[t, STATE_OFFSET] + begin, n, sm)
+    _decode16(codes16, tensors[t, V_OFFSET] + begin, n, sv)
+    if tensors[t, VMAX_OFFSET] >= 0:
+        _decode16(codes16, tensors[t, VMAX_OFFSET] + begin, n, svm)
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _encode_state16(t, tensors, begin, n, codes16, sm, sv, svm, key):
+    """Store ``sm``, ``sv``, ``svm`` as tensor ``t``'s 16-bit state from ``begin``."""
+    vmax_at = tensors[t, VMAX_OFFSET] + begin if tensors[t, VMAX_OFFSET] >= 0 else -1
+    _encode16(sm, sv, svm, codes16, tensors[t, STATE_OFFSET] + begin,
+              tensors[t, V_OFFSET] + begin, vmax_at, n, key, tensors[t, INDEX_BASE] + begin)
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
@@ -260,42 +266,66 @@ def _prefetch(array, start, n):
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
-def _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max, codes16, codes8,
-                 absmax, keys, sm, sv, svm):
-    """Adam update of one work item: a contiguous range of one tensor.
-
-    16-bit state goes through one fused pass (``_update_range16``).  8-bit
-    state is decoded a block at a time into float scratch arrays of
-    ``STATE_CHUNK`` (``sm``, ``sv``, ``svm``), updated by the same
-    ``_update_range`` as 32-bit state, and encoded against the block's new
-    absmax.
-    """
+def _item_arrays(item, items, tensors, scalars, grad_scales, like):
+    """Work item ``item``'s tensor, first element, length, parameter and gradient ranges,
+    group-scalar row and gradient factor."""
     t = items[item, ITEM_TENSOR]
-    if tensors[t, SKIP] != 0:
-        return
     begin = items[item, ITEM_BEGIN]
     n = items[item, ITEM_LENGTH]
-    byte_offset = begin * m.itemsize
-    p = carray(_pointer_like(tensors[t, PARAM_AT] + byte_offset, m), n)
-    g = carray(_pointer_like(tensors[t, GRAD_AT] + byte_offset, m), n)
+    byte_offset = begin * like.itemsize
+    p = carray(_pointer_like(tensors[t, PARAM_AT] + byte_offset, like), n)
+    g = carray(_pointer_like(tensors[t, GRAD_AT] + byte_offset, like), n)
     row = scalars[tensors[t, GROUP]]
-    grad_scale = row[GRAD_SIGN] * grad_scales[t]
-    bits = tensors[t, STATE_BITS]
-    if bits == 32:
-        state = tensors[t, STATE_OFFSET] + begin
-        vmax_start = tensors[t, VMAX_OFFSET] + begin
-        vmt = v_max[vmax_start:vmax_start + n] if tensors[t, VMAX_OFFSET] >= 0 else v_max[:0]
-        _update_range(p, g, m[state:state + n], v[state:state + n], vmt, row, grad_scale)
+    return t, begin, n, p, g, row, row[GRAD_SIGN] * grad_scales[t]
+
+
+@njit(inline="always")
+def _updates(item, items, tensors, bits):
+    """Whether this launch updates work item ``item``: its tensor is not skipped this step
+    and its state has ``bits`` bits (each format has its own kernel)."""
+    t = items[item, ITEM_TENSOR]
+    return tensors[t, SKIP] == 0 and tensors[t, STATE_BITS] == bits
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max):
+    """Adam update of one work item with 32-bit state: a contiguous range of one tensor."""
+    if not _updates(item, items, tensors, 32):
         return
-    amsgrad = tensors[t, VMAX_OFFSET] >= 0
-    key = keys[tensors[t, GROUP]]
-    if bits == 16:
-        mc = codes16[tensors[t, STATE_OFFSET] + begin:][:n]
-        vc = codes16[tensors[t, V_OFFSET] + begin:][:n]
-        vmc = codes16[tensors[t, VMAX_OFFSET] + begin:][:n] if amsgrad else codes16[:0]
-        _update_range16(p, g, mc, vc, vmc, row, grad_scale, key, tensors[t, INDEX_BASE] + begin)
+    t, begin, n, p, g, row, grad_scale = _item_arrays(item, items, tensors, scalars,
+                                                      grad_scales, m)
+    state = tensors[t, STATE_OFFSET] + begin
+    vmax_start = tensors[t, VMAX_OFFSET] + begin
+    vmt = v_max[vmax_start:vmax_start + n] if tensors[t, VMAX_OFFSET] >= 0 else v_max[:0]
+    _update_range(p, g, m[state:state + n], v[state:state + n], vmt, row, grad_scale)
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _update_item16(item, items, tensors, scalars, grad_scales, like, codes16, keys):
+    """Adam update of one work item with 16-bit state: one fused pass (``_update_range16``)."""
+    if not _updates(item, items, tensors, 16):
         return
-    if not amsgrad:     # the common case: decode and update fused in one pass
+    t, begin, n, p, g, row, grad_scale = _item_arrays(item, items, tensors, scalars,
+                                                      grad_scales, like)
+    mc = codes16[tensors[t, STATE_OFFSET] + begin:][:n]
+    vc = codes16[tensors[t, V_OFFSET] + begin:][:n]
+    vmc = codes16[tensors[t, VMAX_OFFSET] + begin:][:n] if tensors[t, VMAX_OFFSET] >= 0 \
+        else codes16[:0]
+    _update_range16(p, g, mc, vc, vmc, row, grad_scale, keys[tensors[t, GROUP]],
+                    tensors[t, INDEX_BASE] + begin)
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absmax, sm, sv,
+                  svm):
+    """Adam update of one work item with 8-bit state, a block at a time: decode into float
+    scratch arrays of ``STATE_CHUNK`` (``sm``, ``sv``, ``svm``), the element update,
+    encode against the block's new absmax."""
+    if not _updates(item, items, tensors, 8):
+        return
+    t, begin, n, p, g, row, grad_scale = _item_arrays(item, items, tensors, scalars,
+                                                      grad_scales, like)
+    if tensors[t, VMAX_OFFSET] < 0:     # without AMSGrad: decode and update in one pass
         m_at, v_at = tensors[t, STATE_OFFSET] + begin, tensors[t, V_OFFSET] + begin
         for c in range(0, n, STATE_CHUNK):
             k = min(STATE_CHUNK, n - c)
@@ -315,11 +345,9 @@ def _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max, codes1
         return
     for c in range(0, n, STATE_CHUNK):
         k = min(STATE_CHUNK, n - c)
-        _decode_state(bits, t, tensors, begin + c, k, codes16, codes8, absmax, sm, sv, svm)
-        _update_range(p[c:c + k], g[c:c + k], sm[:k], sv[:k], svm[:k] if amsgrad else svm[:0],
-                      row, grad_scale)
-        _encode_state(bits, t, tensors, begin + c, k, codes16, codes8, absmax, sm, sv, svm,
-                      key)
+        _decode_state8(t, tensors, begin + c, k, codes8, absmax, sm, sv, svm)
+        _update_range(p[c:c + k], g[c:c + k], sm[:k], sv[:k], svm[:k], row, grad_scale)
+        _encode_state8(t, tensors, begin + c, k, codes8, absmax, sm, sv, svm)
 
 
 @njit(inline="always")
@@ -335,13 +363,28 @@ _kernel = njit(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 
 
 @_kernel
-def adam_items_range(lo, hi, items, tensors, scalars, grad_scales, m, v, v_max, codes16,
-                     codes8, absmax, keys):
-    """Update work items ``lo`` .. ``hi - 1``."""
-    sm, sv, svm = _scratch(m.dtype)
+def adam_items_range(lo, hi, items, tensors, scalars, grad_scales, m, v, v_max):
+    """Update the 32-bit-state tensors of work items ``lo`` .. ``hi - 1``."""
     for item in range(lo, hi):
-        _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max, codes16, codes8,
-                     absmax, keys, sm, sv, svm)
+        _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max)
+
+
+# One kernel per state format, each compiled only when a model has that format: in one
+# kernel with the 32-bit path they made every first compile 10x longer (1 -> 11 s).
+@_kernel
+def adam_items16_range(lo, hi, items, tensors, scalars, grad_scales, like, codes16, keys):
+    """Update the 16-bit-state tensors of work items ``lo`` .. ``hi - 1``."""
+    for item in range(lo, hi):
+        _update_item16(item, items, tensors, scalars, grad_scales, like, codes16, keys)
+
+
+@_kernel
+def adam_items8_range(lo, hi, items, tensors, scalars, grad_scales, like, codes8, absmax):
+    """Update the 8-bit-state tensors of work items ``lo`` .. ``hi - 1``."""
+    sm, sv, svm = _scratch(like.dtype)
+    for item in range(lo, hi):
+        _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absmax, sm, sv,
+                      svm)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -426,7 +469,10 @@ def adam_rows_compact_range(lo, hi, chunks, t, tensors, p, row_slot, values, row
     for k in range(lo, hi):
         c0 = chunks[k] * STATE_CHUNK
         c1 = min(c0 + STATE_CHUNK, n)
-        _decode_state(bits, t, tensors, c0, c1 - c0, codes16, codes8, absmax, sm, sv, svm)
+        if bits == 16:
+            _decode_state16(t, tensors, c0, c1 - c0, codes16, sm, sv, svm)
+        else:
+            _decode_state8(t, tensors, c0, c1 - c0, codes8, absmax, sm, sv, svm)
         e = c0
         while e < c1:
             r = e // cols
@@ -438,7 +484,10 @@ def adam_rows_compact_range(lo, hi, chunks, t, tensors, p, row_slot, values, row
                 _update_range(p[e:end], g, sm[a:b], sv[a:b], svm[a:b] if amsgrad else svm[:0],
                               row, grad_scale)
             e = end
-        _encode_state(bits, t, tensors, c0, c1 - c0, codes16, codes8, absmax, sm, sv, svm, key)
+        if bits == 16:
+            _encode_state16(t, tensors, c0, c1 - c0, codes16, sm, sv, svm, key)
+        else:
+            _encode_state8(t, tensors, c0, c1 - c0, codes8, absmax, sm, sv, svm)
 
 
 # Sparse row updates change shape every step, so they split by size alone: from about
@@ -528,8 +577,18 @@ class Plan:
         self._skipping = False
         self._row_slots: dict[int, np.ndarray] = {}
         self._zeros: np.ndarray | None = None
-        # serial or split over numba_adam's threads, measured in the first steps
-        self.splitter = _threads.Splitter(layout.size, self.items[:, ITEM_LENGTH].copy())
+        # Serial or split over numba_adam's threads, measured in the first steps: one
+        # splitter per state format's kernel, weighing only the items that kernel updates;
+        # ``splitter`` (the largest format's) also shares out the gradient norms.
+        lengths = self.items[:, ITEM_LENGTH]
+        item_bits = np.array([layout.bits[t] for t in self.item_tensor], dtype=np.int64)
+        self.splitters = {
+            bits: _threads.Splitter(int(lengths[item_bits == bits].sum()),
+                                    np.where(item_bits == bits, lengths, 0))
+            for bits in sorted(set(item_bits.tolist()), reverse=True)}
+        self.splitter = max(self.splitters.values(), key=lambda s: s.elements,
+                            default=_threads.Splitter(0, lengths))
+        self.dense_only = set(self.splitters) <= {32}
 
     def bind_buffer_grads(self) -> None:
         """Read every gradient from its ParamBuffer grad view."""
@@ -593,15 +652,28 @@ class Plan:
 # -- launchers (same names and signatures in _cuda) ---------------------------
 def adam_step(plan: Plan, scalars: np.ndarray, grad_scales: np.ndarray, state,
               keys: np.ndarray) -> None:
-    """Update every tensor that is not skipped: one kernel launch (``keys``: each group's
-    random key for 16-bit rounding)."""
+    """Update every tensor that is not skipped: one kernel launch per state format present
+    (``keys``: each group's random key for 16-bit rounding)."""
     if plan.staged:
         plan.stage_in()
-    plan.splitter.launch(adam_items_range, plan.items, plan.tensors, scalars, grad_scales,
-                         state.m, state.v, state.v_max, state.codes16, state.codes8,
-                         state.absmax, keys)
+    if plan.dense_only:        # the common case, without the loop over formats
+        plan.splitter.launch(adam_items_range, plan.items, plan.tensors, scalars, grad_scales,
+                             state.m, state.v, state.v_max)
+    else:
+        _launch_formats(plan, (plan.items, plan.tensors, scalars, grad_scales), state, keys)
     if plan.staged:
         plan.stage_out()
+
+
+def _launch_formats(plan: Plan, tables: tuple, state, keys: np.ndarray) -> None:
+    """One launch per state format present, each by its own splitter."""
+    for bits, splitter in plan.splitters.items():
+        if bits == 32:
+            splitter.launch(adam_items_range, *tables, state.m, state.v, state.v_max)
+        elif bits == 16:
+            splitter.launch(adam_items16_range, *tables, plan.like, state.codes16, keys)
+        else:
+            splitter.launch(adam_items8_range, *tables, plan.like, state.codes8, state.absmax)
 
 
 def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values: np.ndarray,
