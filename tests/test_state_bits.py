@@ -497,3 +497,14 @@ def test_native_code_functions_equal_the_shared_definitions():
     np.testing.assert_array_equal(native.view(np.uint32), shared.view(np.uint32))
     np.testing.assert_array_equal(native.view(np.uint32),
                                   _codes.bf16_to_float(codes).view(np.uint32))
+
+
+def test_legacy_keras_weights_round_trip_with_8_bit_state():
+    from numba_adam.compat.keras import legacy
+    w = np.linspace(-1, 1, 6000, dtype=np.float32)
+    opt = legacy.Adam(lr=1e-3, state_bits=8)
+    opt.apply_gradients([(np.sin(w), w)])
+    weights = opt.get_weights()
+    assert weights[1].dtype == np.float32 and weights[1].shape == w.shape
+    opt.set_weights(weights)                 # float state in: quantized again, same codes
+    np.testing.assert_array_equal(opt.get_weights()[2], weights[2])
