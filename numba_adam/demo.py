@@ -112,6 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
     parser.add_argument("--optimizer", choices=("adam", "adamw"), default="adam")
     parser.add_argument("--amsgrad", action="store_true", help="use the AMSGrad variant")
+    parser.add_argument("--state-bits", type=int, choices=(32, 16, 8), default=32,
+                        help="optimizer state format: 32 (default), 16 (bfloat16) or 8 "
+                             "(block-quantized; tensors under 4096 elements keep 32)")
     parser.add_argument("--lr", type=float, default=3e-3, help="(peak) learning rate (default 3e-3)")
     parser.add_argument("--schedule", choices=SCHEDULES, default="warmup_cosine",
                         help="learning-rate schedule over the run (default warmup_cosine)")
@@ -143,8 +146,9 @@ def build_optimizer(args: argparse.Namespace, buf: ParamBuffer):
     from .optim import Adam, AdamW
     lr = build_schedule(args.schedule, args.lr, args.steps)
     if args.optimizer == "adamw":
-        return AdamW(buf, lr=lr, amsgrad=args.amsgrad, weight_decay=1e-4)
-    return Adam(buf, lr=lr, amsgrad=args.amsgrad)
+        return AdamW(buf, lr=lr, amsgrad=args.amsgrad, weight_decay=1e-4,
+                     state_bits=args.state_bits)
+    return Adam(buf, lr=lr, amsgrad=args.amsgrad, state_bits=args.state_bits)
 
 
 def write_curve(losses: list[float], out: Path) -> str:
@@ -195,7 +199,9 @@ def run(args: argparse.Namespace) -> int:
                                 ndmin=2)[:, 1].tolist()
     done = opt.param_groups[0].updates
     print(f"numba-adam demo: {buf.size:,} parameters in {len(buf)} tensors, "
-          f"{args.optimizer}{' amsgrad' if args.amsgrad else ''}, lr {args.lr} "
+          f"{args.optimizer}{' amsgrad' if args.amsgrad else ''}"
+          f"{f', {args.state_bits}-bit state' if args.state_bits != 32 else ''} "
+          f"({opt.state_nbytes / 2**20:.1f} MiB), lr {args.lr} "
           f"({args.schedule}), {args.steps} steps of batch {args.batch} on "
           f"{classes}-arm spirals" + (f", resuming after step {done}" if done else ""))
 
@@ -218,7 +224,8 @@ def run(args: argparse.Namespace) -> int:
         progress.update(step + 1, f"loss {np.mean(losses[-50:]):.4f}")
     total = time.perf_counter() - start
 
-    bytes_per_param = (36 if args.amsgrad else 28) * buf.data.itemsize // 4
+    from .bench import bytes_per_param
+    moved = bytes_per_param(buf.data.dtype, args.amsgrad, args.state_bits)
     print(f"final loss {np.mean(losses[-100:]):.4f} (first of this run {first_loss:.4f}), "
           f"train accuracy {accuracy(buf, x_train, y_train):.1%}, "
           f"test accuracy {accuracy(buf, x_test, y_test):.1%}")
@@ -230,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
               f"{optimizer_seconds / total:.1%} of the run, "
               f"{optimizer_seconds / (args.steps - 1) * 1e3:.3f} ms/step, "
               f"{updates / optimizer_seconds / 1e6:,.0f}M parameters/s, "
-              f"{updates * bytes_per_param / optimizer_seconds / 1e9:.1f} GB/s")
+              f"{updates * moved / optimizer_seconds / 1e9:.1f} GB/s")
     opt.save(checkpoint, params=True)
     print(f"checkpoint: {checkpoint} after step {opt.param_groups[0].updates} "
           f"(continue with --resume)")

@@ -22,6 +22,14 @@ def test_demo_loss_goes_down(tmp_path, capsys):
     assert "test accuracy" in out and "GB/s" in out
 
 
+def test_demo_trains_with_8_bit_state(tmp_path, capsys):
+    assert cli.main(["demo", "--steps", "300", "--schedule", "constant", "--state-bits", "8",
+                     "--out", str(tmp_path)]) == 0
+    assert "8-bit state" in capsys.readouterr().out
+    losses = np.loadtxt(tmp_path / "loss.csv", delimiter=",", skiprows=1)[:, 1]
+    assert losses[-30:].mean() < 0.7 * losses[:30].mean()
+
+
 def test_demo_resumes_from_its_checkpoint(tmp_path, capsys):
     assert cli.main(["demo", "--steps", "40", "--out", str(tmp_path)]) == 0
     first = (tmp_path / "checkpoint.ckpt").read_bytes()
