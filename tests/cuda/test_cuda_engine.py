@@ -123,28 +123,29 @@ def test_zero_grad_and_views_on_the_device():
     assert not buf.grad.copy_to_host().any()
 
 
-@pytest.mark.parametrize("bits", [16, 8])
-@pytest.mark.parametrize("amsgrad", [False, True])
-def test_cuda_low_bit_state_matches_the_cpu_engine(bits, amsgrad, tmp_path):
+@pytest.mark.parametrize("bits, amsgrad, dtype", [
+    (16, False, np.float32), (16, True, np.float32), (8, False, np.float32),
+    (8, True, np.float32), (16, False, np.float64), (8, True, np.float64)])
+def test_cuda_low_bit_state_matches_the_cpu_engine(bits, amsgrad, dtype, tmp_path):
     """Same codes on both engines (16-bit: the same random bits), sparse steps included, and
     a GPU checkpoint continues on the CPU."""
     rng = np.random.default_rng(6)
     shapes = {"w": (6, 70), "b": (9,)}          # w: two 8-bit blocks, b: 32-bit (small)
-    init = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
-    host = numba_adam.ParamBuffer(init)
-    dev = numba_adam.ParamBuffer(init, device="cuda")
+    init = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    host = numba_adam.ParamBuffer(init, dtype)
+    dev = numba_adam.ParamBuffer(init, dtype, device="cuda")
     options = dict(lr=1e-2, state_bits=bits, amsgrad=amsgrad, min_8bit_size=100)
     cpu, gpu = numba_adam.Adam(host, **options), numba_adam.Adam(dev, **options)
     for _ in range(2):
-        g = rng.standard_normal(host.size).astype(np.float32)
+        g = rng.standard_normal(host.size).astype(dtype)
         host.grad[:] = g
         dev.grad.copy_to_device(g)
         cpu.step()
         gpu.step()
     for lazy in (False, True):
         cpu.param_groups[0]["lazy_sparse"] = gpu.param_groups[0]["lazy_sparse"] = lazy
-        rows = IndexedSlices(rng.standard_normal((2, 70)).astype(np.float32), [4, 1], (6, 70))
-        bias = np.zeros(9, np.float32)
+        rows = IndexedSlices(rng.standard_normal((2, 70)).astype(dtype), [4, 1], (6, 70))
+        bias = np.zeros(9, dtype)
         cpu.step([rows, bias])
         gpu.step([rows, cuda.to_device(bias)])
     np.testing.assert_allclose(dev.data.copy_to_host(), host.data, rtol=1e-5, atol=1e-6)
@@ -156,8 +157,8 @@ def test_cuda_low_bit_state_matches_the_cpu_engine(bits, amsgrad, tmp_path):
             same = np.asarray(value) == np.asarray(theirs[0][key])
             assert same.mean() > 0.98, key
     gpu.save(tmp_path / "gpu.ckpt", params=True)
-    back = numba_adam.Adam([{"params": numba_adam.ParamBuffer(init), "lazy_sparse": True}],
-                           **options)
+    back = numba_adam.Adam([{"params": numba_adam.ParamBuffer(init, dtype),
+                             "lazy_sparse": True}], **options)
     back.load(tmp_path / "gpu.ckpt")
     for key, value in back.state_dict()["state"][0].items():
         np.testing.assert_array_equal(value, theirs[0][key])
