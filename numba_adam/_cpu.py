@@ -287,6 +287,13 @@ def _updates(item, items, tensors, bits):
     return tensors[t, SKIP] == 0 and tensors[t, STATE_BITS] == bits
 
 
+@njit(inline="always")
+def _updates8(item, items, tensors, amsgrad):
+    """``_updates`` for the 8-bit kernels: with AMSGrad's third moment, or without."""
+    t = items[item, ITEM_TENSOR]
+    return _updates(item, items, tensors, 8) and (tensors[t, VMAX_OFFSET] >= 0) == amsgrad
+
+
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max):
     """Adam update of one work item with 32-bit state: a contiguous range of one tensor."""
@@ -316,33 +323,41 @@ def _update_item16(item, items, tensors, scalars, grad_scales, like, codes16, ke
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
-def _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absmax, sm, sv,
-                  svm):
-    """Adam update of one work item with 8-bit state, a block at a time: decode into float
-    scratch arrays of ``STATE_CHUNK`` (``sm``, ``sv``, ``svm``), the element update,
-    encode against the block's new absmax."""
-    if not _updates(item, items, tensors, 8):
+def _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absmax, sm, sv):
+    """Adam update of one work item with 8-bit state and no AMSGrad, a block at a time:
+    decode and update in one pass into float scratch arrays of ``STATE_CHUNK`` (``sm``,
+    ``sv``), then encode against the block's new absmax."""
+    if not _updates8(item, items, tensors, False):
         return
     t, begin, n, p, g, row, grad_scale = _item_arrays(item, items, tensors, scalars,
                                                       grad_scales, like)
-    if tensors[t, VMAX_OFFSET] < 0:     # without AMSGrad: decode and update in one pass
-        m_at, v_at = tensors[t, STATE_OFFSET] + begin, tensors[t, V_OFFSET] + begin
-        for c in range(0, n, STATE_CHUNK):
-            k = min(STATE_CHUNK, n - c)
-            ahead = c + PREFETCH_AHEAD
-            _prefetch(p, ahead, STATE_CHUNK)
-            _prefetch(g, ahead, STATE_CHUNK)
-            _prefetch(codes8, m_at + ahead, min(STATE_CHUNK, max(n - ahead, 0)))
-            _prefetch(codes8, v_at + ahead, min(STATE_CHUNK, max(n - ahead, 0)))
-            mb, vb = (m_at + c) // _codes.BLOCK, (v_at + c) // _codes.BLOCK
-            top_m, top_v = _update_block8(p[c:c + k], g[c:c + k],
-                                          codes8[m_at + c:m_at + c + k],
-                                          codes8[v_at + c:v_at + c + k], absmax[mb],
-                                          absmax[vb], row, grad_scale, sm, sv)
-            _encode8_with(sm, codes8, m_at + c, k, absmax, True, top_m)
-            _encode8_with(sv, codes8, v_at + c, k, absmax, False, top_v)
-            _zero_m8_where_denominator_zero(codes8, m_at + c, v_at + c, k)
+    m_at, v_at = tensors[t, STATE_OFFSET] + begin, tensors[t, V_OFFSET] + begin
+    for c in range(0, n, STATE_CHUNK):
+        k = min(STATE_CHUNK, n - c)
+        ahead = c + PREFETCH_AHEAD
+        _prefetch(p, ahead, STATE_CHUNK)
+        _prefetch(g, ahead, STATE_CHUNK)
+        _prefetch(codes8, m_at + ahead, min(STATE_CHUNK, max(n - ahead, 0)))
+        _prefetch(codes8, v_at + ahead, min(STATE_CHUNK, max(n - ahead, 0)))
+        mb, vb = (m_at + c) // _codes.BLOCK, (v_at + c) // _codes.BLOCK
+        top_m, top_v = _update_block8(p[c:c + k], g[c:c + k],
+                                      codes8[m_at + c:m_at + c + k],
+                                      codes8[v_at + c:v_at + c + k], absmax[mb],
+                                      absmax[vb], row, grad_scale, sm, sv)
+        _encode8_with(sm, codes8, m_at + c, k, absmax, True, top_m)
+        _encode8_with(sv, codes8, v_at + c, k, absmax, False, top_v)
+        _zero_m8_where_denominator_zero(codes8, m_at + c, v_at + c, k)
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _update_item8_amsgrad(item, items, tensors, scalars, grad_scales, like, codes8, absmax, sm,
+                          sv, svm):
+    """Adam update of one work item with 8-bit state and AMSGrad, a block at a time: decode
+    m, v and v_max into float scratch, the element update, encode."""
+    if not _updates8(item, items, tensors, True):
         return
+    t, begin, n, p, g, row, grad_scale = _item_arrays(item, items, tensors, scalars,
+                                                      grad_scales, like)
     for c in range(0, n, STATE_CHUNK):
         k = min(STATE_CHUNK, n - c)
         _decode_state8(t, tensors, begin + c, k, codes8, absmax, sm, sv, svm)
@@ -369,8 +384,8 @@ def adam_items_range(lo, hi, items, tensors, scalars, grad_scales, m, v, v_max):
         _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max)
 
 
-# One kernel per state format, each compiled only when a model has that format: in one
-# kernel with the 32-bit path they made every first compile 10x longer (1 -> 11 s).
+# One kernel per state format (two for 8 bits), each compiled only when a model needs it:
+# in one kernel with the 32-bit path they made every first compile 10x longer (1 -> 11 s).
 @_kernel
 def adam_items16_range(lo, hi, items, tensors, scalars, grad_scales, like, codes16, keys):
     """Update the 16-bit-state tensors of work items ``lo`` .. ``hi - 1``."""
@@ -380,11 +395,20 @@ def adam_items16_range(lo, hi, items, tensors, scalars, grad_scales, like, codes
 
 @_kernel
 def adam_items8_range(lo, hi, items, tensors, scalars, grad_scales, like, codes8, absmax):
-    """Update the 8-bit-state tensors of work items ``lo`` .. ``hi - 1``."""
+    """Update the 8-bit-state tensors without AMSGrad of work items ``lo`` .. ``hi - 1``."""
+    sm, sv, _ = _scratch(like.dtype)
+    for item in range(lo, hi):
+        _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absmax, sm, sv)
+
+
+@_kernel
+def adam_items8_amsgrad_range(lo, hi, items, tensors, scalars, grad_scales, like, codes8,
+                              absmax):
+    """Update the 8-bit-state tensors with AMSGrad of work items ``lo`` .. ``hi - 1``."""
     sm, sv, svm = _scratch(like.dtype)
     for item in range(lo, hi):
-        _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absmax, sm, sv,
-                      svm)
+        _update_item8_amsgrad(item, items, tensors, scalars, grad_scales, like, codes8,
+                              absmax, sm, sv, svm)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -550,6 +574,16 @@ def as_array(value: Any, label: str) -> np.ndarray:
 
 
 # -- plan ----------------------------------------------------------------------
+# Which range kernel updates a tensor: one per state format, and for 8-bit state
+# one with AMSGrad's third moment and one without (each compiles only when needed).
+KIND_32, KIND_16, KIND_8, KIND_8_AMSGRAD = range(4)
+
+
+def kernel_kind(layout: Layout, t: int) -> int:
+    bits = layout.bits[t]
+    if bits == 8:
+        return KIND_8_AMSGRAD if layout.amsgrad[t] else KIND_8
+    return KIND_32 if bits == 32 else KIND_16
 class Plan:
     """The launch tables of one engine on the CPU, and where each gradient is read from."""
 
@@ -581,14 +615,14 @@ class Plan:
         # splitter per state format's kernel, weighing only the items that kernel updates;
         # ``splitter`` (the largest format's) also shares out the gradient norms.
         lengths = self.items[:, ITEM_LENGTH]
-        item_bits = np.array([layout.bits[t] for t in self.item_tensor], dtype=np.int64)
+        kinds = np.array([kernel_kind(layout, t) for t in self.item_tensor], dtype=np.int64)
         self.splitters = {
-            bits: _threads.Splitter(int(lengths[item_bits == bits].sum()),
-                                    np.where(item_bits == bits, lengths, 0))
-            for bits in sorted(set(item_bits.tolist()), reverse=True)}
+            kind: _threads.Splitter(int(lengths[kinds == kind].sum()),
+                                    np.where(kinds == kind, lengths, 0))
+            for kind in sorted(set(kinds.tolist()))}
         self.splitter = max(self.splitters.values(), key=lambda s: s.elements,
                             default=_threads.Splitter(0, lengths))
-        self.dense_only = set(self.splitters) <= {32}
+        self.dense_only = set(self.splitters) <= {KIND_32}
 
     def bind_buffer_grads(self) -> None:
         """Read every gradient from its ParamBuffer grad view."""
@@ -666,14 +700,15 @@ def adam_step(plan: Plan, scalars: np.ndarray, grad_scales: np.ndarray, state,
 
 
 def _launch_formats(plan: Plan, tables: tuple, state, keys: np.ndarray) -> None:
-    """One launch per state format present, each by its own splitter."""
-    for bits, splitter in plan.splitters.items():
-        if bits == 32:
+    """One launch per kernel the model's state formats need, each by its own splitter."""
+    for kind, splitter in plan.splitters.items():
+        if kind == KIND_32:
             splitter.launch(adam_items_range, *tables, state.m, state.v, state.v_max)
-        elif bits == 16:
+        elif kind == KIND_16:
             splitter.launch(adam_items16_range, *tables, plan.like, state.codes16, keys)
         else:
-            splitter.launch(adam_items8_range, *tables, plan.like, state.codes8, state.absmax)
+            splitter.launch(adam_items8_amsgrad_range if kind == KIND_8_AMSGRAD else
+                            adam_items8_range, *tables, plan.like, state.codes8, state.absmax)
 
 
 def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values: np.ndarray,
