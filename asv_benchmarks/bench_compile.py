@@ -9,20 +9,22 @@ from numba_adam.bench import FIRST_STEP
 
 
 class FirstStep:
-    timeout = 120
-    params = (["cold", "cached"],)
-    param_names = ["cache"]
+    """``state_bits``: each state format compiles its own kernel on first use."""
 
-    def setup(self, cache):
+    timeout = 120
+    params = (["cold", "cached"], [32, 16, 8])
+    param_names = ["cache", "state_bits"]
+
+    def setup(self, cache, state_bits):
         self.dir = tempfile.mkdtemp()
         self.env = dict(os.environ, NUMBA_CACHE_DIR=self.dir)
+        self.command = [sys.executable, "-c", FIRST_STEP, str(state_bits)]
         if cache == "cached":
-            subprocess.run([sys.executable, "-c", FIRST_STEP], env=self.env, check=True,
-                           capture_output=True)
+            subprocess.run(self.command, env=self.env, check=True, capture_output=True)
 
-    def track_first_step_seconds(self, cache):
-        out = subprocess.run([sys.executable, "-c", FIRST_STEP], env=self.env, check=True,
-                             capture_output=True, text=True).stdout
+    def track_first_step_seconds(self, cache, state_bits):
+        out = subprocess.run(self.command, env=self.env, check=True, capture_output=True,
+                             text=True).stdout
         return float(out.strip().splitlines()[-1])
 
     track_first_step_seconds.unit = "seconds"

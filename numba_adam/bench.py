@@ -639,23 +639,23 @@ def format_tables(summary: dict[str, list[dict]]) -> str:
 
 
 FIRST_STEP = """
-import time, numpy as np
+import sys, time, numpy as np
 start = time.perf_counter()
 import numba_adam
 buf = numba_adam.ParamBuffer({"w": np.zeros(100_000)})
-opt = numba_adam.Adam(buf)
+opt = numba_adam.Adam(buf, state_bits=int(sys.argv[1]) if len(sys.argv) > 1 else 32)
 opt.step()
 print(time.perf_counter() - start)
 """
 
 
-def first_step_times() -> tuple[float, float]:
+def first_step_times(state_bits: int = 32) -> tuple[float, float]:
     """Import + first step in a fresh process: with an empty kernel cache, then cached."""
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         out = []
         for _ in range(2):
-            proc = subprocess.run([sys.executable, "-c", FIRST_STEP], env=env,
+            proc = subprocess.run([sys.executable, "-c", FIRST_STEP, str(state_bits)], env=env,
                                   capture_output=True, text=True, check=True)
             out.append(float(proc.stdout.strip().splitlines()[-1]))
     return out[0], out[1]
@@ -742,12 +742,14 @@ def run(args: argparse.Namespace) -> int:
     for case in build_cases(args, torch_available):
         results += run_case(case, args, progress)
     summary = summarise(results, dtype, args.amsgrad)
-    first = first_step_times() if args.first_step else None
+    first = {bits: first_step_times(bits) for bits in args.bits_list} if args.first_step \
+        else None
     if args.json:
         print(json.dumps(dict(
             dtype=dtype.name, amsgrad=args.amsgrad, threads=args.threads,
             repeats=args.repeats, bytes_per_param=bytes_per_param(dtype, args.amsgrad),
-            first_step_seconds=dict(cold=first[0], cached=first[1]) if first else None,
+            first_step_seconds={str(bits): dict(cold=cold, cached=cached)
+                                for bits, (cold, cached) in first.items()} if first else None,
             **summary), indent=1))
     else:
         print(f"Adam step, {dtype.name}{', AMSGrad' if args.amsgrad else ''}; each "
@@ -756,9 +758,9 @@ def run(args: argparse.Namespace) -> int:
               f"alternating rounds; ratios are medians [min-max] over rounds; "
               f"{bytes_per_param(dtype, args.amsgrad)} bytes moved per parameter")
         print(format_tables(summary))
-        if first:
-            print(f"\nfirst step in a fresh process (import + compile or cache load): "
-                  f"cold cache {first[0]:.2f} s, cached {first[1]:.2f} s")
+        for bits, (cold, cached) in (first or {}).items():
+            print(f"\nfirst step in a fresh process (import + compile or cache load), "
+                  f"{bits}-bit state: cold cache {cold:.2f} s, cached {cached:.2f} s")
     if args.plot:
         print(plot(summary, dtype, args.amsgrad, args.plot), file=sys.stderr)
     return 0
