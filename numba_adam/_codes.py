@@ -30,6 +30,16 @@ same at every magnitude and zero is exact:
   1.0 (248).  The wider exponent covers the square of the first moment's
   range.
 
+Why not bitsandbytes' dynamic tree map: measured with
+``tools/compare_8bit_codes.py`` (log-uniform values below the block maximum),
+these codes keep the relative error under 6% (99th percentile) wherever they
+reach: over 5 decades for m and 10 for v, where the tree map's 99th
+percentile grows from 9% to 67% over 2 to 6 decades and it flushes 15% of v
+to zero at 8 decades.  The tree map reaches deeper for m (a few per cent of
+values 6 decades down, which these codes flush to zero) and is finer within
+one decade of the maximum.  It also needs a 256-entry search to encode; these
+codes take a few integer operations that vectorise.
+
 Encoding rounds to nearest (ties to even).  An element whose second moment
 (the denominator) encodes to zero stores a zero first moment as well, so a
 tiny v can never leave ``m / (sqrt(v) + eps)`` at ``m / eps`` (the "eps
