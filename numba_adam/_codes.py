@@ -32,10 +32,10 @@ same at every magnitude and zero is exact:
 
 Why not bitsandbytes' dynamic tree map: measured with
 ``tools/compare_8bit_codes.py`` (log-uniform values below the block maximum),
-these codes keep the relative error under 6% (99th percentile) wherever they
-reach: over 5 decades for m and 10 for v, where the tree map's 99th
-percentile grows from 9% to 67% over 2 to 6 decades and it flushes 15% of v
-to zero at 8 decades.  The tree map reaches deeper for m (a few per cent of
+these codes keep the relative error under 6% (99th percentile) over 4
+decades below the block maximum for m and 8 for v (23% at 10 for v), where
+the tree map's 99th percentile grows from 9% to 67% over 2 to 6 decades for
+m and it flushes 15% of v to zero at 8 decades.  The tree map reaches deeper for m (a few per cent of
 values 6 decades down, which these codes flush to zero) and is finer within
 one decade of the maximum.  It also needs a 256-entry search to encode; these
 codes take a few integer operations that vectorise.
