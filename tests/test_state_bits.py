@@ -508,3 +508,32 @@ def test_legacy_keras_weights_round_trip_with_8_bit_state():
     assert weights[1].dtype == np.float32 and weights[1].shape == w.shape
     opt.set_weights(weights)                 # float state in: quantized again, same codes
     np.testing.assert_array_equal(opt.get_weights()[2], weights[2])
+
+
+def test_groups_with_different_formats_step_and_resume_together(tmp_path):
+    def make():
+        buf = model()
+        opt = numba_adam.Adam([{"params": [buf["w"]], "state_bits": 8},
+                               {"params": [buf["b"]], "state_bits": 16},
+                               {"params": [buf["e"]], "amsgrad": True, "state_bits": 8}],
+                              lr=1e-3, min_8bit_size=1000)
+        return buf, opt
+    buf, opt = make()
+    assert [opt.tensor_state_bits(i) for i in range(3)] == [8, 16, 8]
+    train(buf, opt, 3)
+    opt.save(tmp_path / "mixed.ckpt", params=True)
+    train(buf, opt, 3, seed=4)
+    again_buf, again = make()
+    again.load(tmp_path / "mixed.ckpt")
+    train(again_buf, again, 3, seed=4)
+    np.testing.assert_array_equal(again_buf.data, buf.data)
+    for i in range(3):
+        for key, value in opt.state_dict()["state"][i].items():
+            np.testing.assert_array_equal(value, again.state_dict()["state"][i][key])
+    reference_buf = model()     # each group tracks a 32-bit run of the same groups
+    reference = numba_adam.Adam([{"params": [reference_buf["w"]]},
+                                 {"params": [reference_buf["b"]]},
+                                 {"params": [reference_buf["e"]], "amsgrad": True}], lr=1e-3)
+    train(reference_buf, reference, 3)
+    train(reference_buf, reference, 3, seed=4)
+    assert np.abs(reference_buf.data - buf.data).max() < 2e-3
