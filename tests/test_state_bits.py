@@ -537,3 +537,22 @@ def test_groups_with_different_formats_step_and_resume_together(tmp_path):
     train(reference_buf, reference, 3)
     train(reference_buf, reference, 3, seed=4)
     assert np.abs(reference_buf.data - buf.data).max() < 2e-3
+
+
+def test_8bit_steps_stay_bounded_where_v_underflows():
+    """The eps trap: elements whose v is far below their block's maximum encode v as 0. A
+    stored m would then step by m / eps; the zero-m rule keeps every step near lr."""
+    rng = np.random.default_rng(8)
+    n = 8192
+    scale = (10.0 ** -rng.uniform(0, 7, n)).astype(np.float32)   # 7 decades per block
+    scale[::256] = 1.0
+    w = np.zeros(n, np.float32)
+    opt = numba_adam.Adam8bit([w], lr=1e-3)
+    for _ in range(30):
+        opt.step([(rng.standard_normal(n) * scale).astype(np.float32)])
+    worst = 0.0
+    for _ in range(10):      # no gradient: Adam's steps decay, and stay below ~lr
+        before = w.copy()
+        opt.step([np.zeros(n, np.float32)])
+        worst = max(worst, float(np.abs(w - before).max()))
+    assert worst < 10 * 1e-3, worst
