@@ -25,7 +25,8 @@ def warm_optimizer(size, dtype="float32", option="adam", tensors=1, state_bits=3
 
 
 def bytes_per_param(dtype, option):
-    return (9 if option == "amsgrad" else 7) * np.dtype(dtype).itemsize
+    from numba_adam.bench import bytes_per_param as moved
+    return moved(dtype, option == "amsgrad")
 
 
 def roofline_ratio(step, roofline, rounds=15):

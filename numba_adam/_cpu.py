@@ -719,9 +719,15 @@ def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values:
     row = scalars[plan.layout.groups[i]]
     scale = plan.dtype.type(scale)
     values = values.reshape(len(rows), shape[1])
-    slot = plan.row_slots(i, shape[0])
     zeros = plan.zero_rows(shape[1])
     plan.stage_in(i)
+    if lazy and state.bits(i) == 32:     # the only path that needs no row-slot table
+        m, v, v_max = _row_views(state, i, shape, plan.dtype)
+        _rows_launch(adam_rows_lazy_range, values.size, len(rows),
+                     p, m, v, v_max, rows, values, row, scale)
+        plan.stage_out(i)
+        return
+    slot = plan.row_slots(i, shape[0])
     slot[rows] = np.arange(len(rows))
     try:
         if state.bits(i) != 32:
@@ -730,10 +736,6 @@ def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values:
             _rows_launch(adam_rows_compact_range, len(chunks) * STATE_CHUNK, len(chunks),
                          chunks, i, plan.tensors, p.reshape(-1), slot, values, row, scale,
                          zeros, lazy, state.codes16, state.codes8, state.absmax, keys)
-        elif lazy:
-            m, v, v_max = _row_views(state, i, shape, plan.dtype)
-            _rows_launch(adam_rows_lazy_range, values.size, len(rows),
-                         p, m, v, v_max, rows, values, row, scale)
         else:
             m, v, v_max = _row_views(state, i, shape, plan.dtype)
             chunk_rows = max(1, zeros.size // max(shape[1], 1))

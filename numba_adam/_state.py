@@ -125,19 +125,25 @@ class State:
     def read(self, i: int) -> TensorState:
         """Host copies of tensor ``i``'s state in logical form (low-bit state decoded)."""
         if self.bits(i) != 32:
-            layout = self.layout
-            return TensorState(*(None if x is None else
-                                 x.reshape(layout.shapes[i], order=layout.orders[i])
-                                 for x in self.compact(i).logical()))
+            return self._shaped(i, self.compact(i).logical())
         return TensorState(*(None if x is None else self.backend.to_host(x)
                              for x in self.views(i)))
+
+    def _shaped(self, i: int, flat: TensorState) -> TensorState:
+        """Flat values in tensor ``i``'s memory order, shaped like its parameter."""
+        shape, order = self.layout.shapes[i], self.layout.orders[i]
+        return TensorState(*(None if x is None else x.reshape(shape, order=order)
+                             for x in flat))
 
     def snapshot(self, i: int) -> TensorState | CompactTensorState:
         """Host copies of tensor ``i``'s state as stored (for ``write`` into a new layout)."""
         return self.read(i) if self.bits(i) == 32 else self.compact(i)
 
-    def entries(self, i: int, copy: bool = True) -> dict[str, Any]:
-        """Tensor ``i``'s state_dict entries, lossless: floats, or codes and scales."""
+    def entries(self, i: int, copy: bool = True, dequantize: bool = False) -> dict[str, Any]:
+        """Tensor ``i``'s state_dict entries, lossless: floats, or codes and scales
+        (``dequantize``: float values shaped like the parameter, float32 for low-bit state)."""
+        if dequantize:
+            return {k: x for k, x in self.read(i)._asdict().items() if x is not None}
         if self.bits(i) != 32:
             return self.compact(i, copy).entries()
         fetch = self.backend.to_host if copy else self.backend.host_view
@@ -152,9 +158,7 @@ class State:
         if isinstance(values, CompactTensorState):
             if values.bits != bits or (values.max_exp_avg_sq is None and
                                        self.layout.amsgrad[i]):   # flat, in memory order
-                values = TensorState(*(None if x is None else x.reshape(
-                    self.layout.shapes[i], order=self.layout.orders[i]) for x in
-                    values.logical()))
+                values = self._shaped(i, values.logical())
             else:
                 return self._write_compact(i, values)
         if bits == 32:

@@ -115,13 +115,13 @@ def even_shapes(total: int, tensors: int) -> list[tuple[int, ...]]:
 def bytes_per_param(dtype, amsgrad: bool, state_bits: int = 32) -> float:
     """Bytes a step moves per parameter: p read and written, g read, each moment read and
     written (8-bit state: plus its block scales)."""
-    item = np.dtype(dtype).itemsize
-    moments = 3 if amsgrad else 2
-    if state_bits == 32:
-        return 3 * item + 2 * moments * item
-    if state_bits == 16:
-        return 3 * item + 2 * moments * 2
-    return 3 * item + 2 * moments * (1 + 4 / 256)
+    return 3 * np.dtype(dtype).itemsize + 2 * _state_bytes_per_param(dtype, amsgrad, state_bits)
+
+
+def _state_bytes_per_param(dtype, amsgrad: bool, state_bits: int) -> float:
+    """State held per parameter: each moment's value (8-bit: plus its share of a scale)."""
+    value = {32: np.dtype(dtype).itemsize, 16: 2, 8: 1 + 4 / 256}[state_bits]
+    return (3 if amsgrad else 2) * value
 
 
 STATE_BITS_SUFFIX = {16: ", 16-bit state", 8: ", 8-bit state"}
@@ -539,11 +539,6 @@ def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dic
 def _scaled(r: dict[str, float], factor: float) -> dict[str, float]:
     return {k: v * factor for k, v in r.items()}
 
-
-def _state_bytes_per_param(dtype, amsgrad: bool, bits: int) -> float:
-    moments = 3 if amsgrad else 2
-    size = {32: np.dtype(dtype).itemsize, 16: 2, 8: 1 + 4 / 256}[bits]
-    return moments * size
 
 
 def _format_costs(costs: dict[int, dict[int, float]], dtype, amsgrad: bool) -> list[dict]:

@@ -445,11 +445,7 @@ class Optimizer:
         like the parameters instead, as torch's Adam holds them.
         """
         state = self._engine.state
-        if dequantize:
-            return self._export(lambda i: {
-                k: np.asarray(x, np.float32) if state.bits(i) != 32 else x
-                for k, x in state.read(i)._asdict().items() if x is not None})
-        return self._export(state.entries)
+        return self._export(lambda i: state.entries(i, dequantize=dequantize))
 
     def _export(self, read_state: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
         groups = self.param_groups
