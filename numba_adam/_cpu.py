@@ -469,7 +469,7 @@ def adam_rows_lazy_range(lo, hi, p, m, v, v_max, rows, values, row, grad_scale):
     (rows are distinct: duplicates were merged before)."""
     for k in range(lo, hi):
         r = rows[k]
-        vmt = v_max[r] if v_max.shape[0] > 0 else v_max.ravel()
+        vmt = v_max[r] if v_max.shape[0] > 0 else v_max.reshape(0)   # a view, no copy
         _update_range(p[r], values[k], m[r], v[r], vmt, row, grad_scale)
 
 
@@ -603,7 +603,7 @@ class Plan:
                                      else s.array.ctypes.data for i, s in enumerate(specs)]
         # Gradient addresses of ParamBuffer tensors never change: the grad lives
         # at the same offset in the owner's flat grad array.
-        self._buffer_grad_at = np.array(
+        self.buffer_grad_at = np.array(
             [s.owner.grad.ctypes.data + (s.array.ctypes.data - s.owner.data.ctypes.data)
              if s.owner is not None else -1 for s in specs], dtype=np.int64)
         self._grad_at = np.zeros(len(specs), dtype=np.int64)
@@ -623,10 +623,13 @@ class Plan:
         self.splitter = max(self.splitters.values(), key=lambda s: s.elements,
                             default=_threads.Splitter(0, lengths))
         self.dense_only = set(self.splitters) <= {KIND_32}
+        # whether a launch may be shared out over threads (else it always runs serially)
+        self.shares_out = any(s.elements >= _threads.SERIAL_BELOW
+                              for s in self.splitters.values())
 
     def bind_buffer_grads(self) -> None:
         """Read every gradient from its ParamBuffer grad view."""
-        self.tensors[:, GRAD_AT] = self._buffer_grad_at
+        self.tensors[:, GRAD_AT] = self.buffer_grad_at
 
     def bind_grads(self, grads: list) -> None:
         """Read tensor i's gradient from ``grads[i]`` (checked arrays; None where sparse)."""

@@ -13,12 +13,22 @@ launch, then update the tensors that have sparse gradients row by row.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from numba import njit
+
+from . import _formula
 from ._config import GRAD_SIGN, SCALAR_COLUMNS
 from ._layout import Layout, TensorSpec
 from ._state import State
 from .sparse import IndexedSlices
+
+
+# The float64 sum of squares of a sparse gradient's values, for norm clipping: compiled,
+# so numba_adam.jit's step_rows computes the same sum in the same order.
+sum_squares = njit(cache=True, error_model="numpy")(_formula.sum_squares)
 
 
 def backend_for(device: str):
@@ -50,7 +60,7 @@ class Engine:
         self.group_keys = np.zeros(layout.n_groups, dtype=np.int64)
         self.grad_scales = backend.zeros(n, self.dtype)
         backend.copy_from_host(self.grad_scales, np.ones(n, self.dtype))
-        self._scaled = False
+        self._scaled = np.zeros(1, dtype=np.bool_)   # grad_scales hold clip factors (not 1)
         self._item_sums = backend.zeros(self.plan.item_count, np.float64)
         self._tensor_sums = backend.zeros(n, np.float64)
         self._extra_sums = np.zeros(n, dtype=np.float64)
@@ -142,13 +152,13 @@ class Engine:
         if clipnorms is None and global_clipnorm is None:
             if self._scaled:
                 backend.copy_from_host(self.grad_scales, np.ones(len(self.specs), self.dtype))
-                self._scaled = False
+                self._scaled = np.zeros(1, dtype=np.bool_)   # grad_scales hold clip factors (not 1)
             return
         backend.grad_sum_squares(self.plan, self._item_sums)
         extra = self._extra_sums
         extra[:] = 0.0
         for i, _, values in self._sparse_jobs:
-            extra[i] = float(np.sum(np.square(values, dtype=np.float64)))
+            extra[i] = sum_squares(values)
         backend.copy_from_host(self._device_extra_sums, extra)
         backend.copy_from_host(self._device_clipnorms, np.full(self.layout.n_groups, -1.0)
                                if clipnorms is None else clipnorms)
@@ -156,7 +166,7 @@ class Engine:
                             self._device_clipnorms,
                             -1.0 if global_clipnorm is None else float(global_clipnorm),
                             self._tensor_sums, self.grad_scales)
-        self._scaled = True
+        self._scaled[0] = True
 
     def launch(self, lazy_by_group: list[bool] | None = None) -> None:
         """Update every tensor with ``self.group_scalars``: one fused launch, plus one per
@@ -166,12 +176,39 @@ class Engine:
         for i, rows, values in self._sparse_jobs:
             group = int(self.layout.groups[i])
             scale = float(scalars[group, GRAD_SIGN])
-            if self._scaled:
+            if self._scaled[0]:
                 scale *= float(backend.to_host(self.grad_scales[i:i + 1])[0])
             lazy = lazy_by_group is not None and lazy_by_group[group]
             backend.adam_rows(plan, scalars, i, rows, values, scale, self.state, lazy,
                               self.group_keys)
         self._sparse_jobs = []
+
+    def launch_fused(self) -> None:
+        """The fused launch alone, with the scalars, keys and gradient factors as they are
+        (``numba_adam.jit.step`` fills them in compiled code, then calls this for models
+        big enough to share out over numba_adam's threads)."""
+        self.backend.adam_step(self.plan, self.group_scalars, self.grad_scales, self.state,
+                               self.group_keys)
+
+    def jit_arrays(self) -> dict[str, Any]:
+        """The arrays ``numba_adam.jit`` handles carry (the engine's own, not copies)."""
+        if self.device != "cpu":
+            raise TypeError("numba_adam.jit runs on the CPU; this optimizer's parameters are "
+                            "on the GPU")
+        plan, state, layout = self.plan, self.state, self.layout
+        if plan.staged:
+            label = self.specs[min(plan.staged)].label
+            raise ValueError(f"numba_adam.jit needs contiguous parameters; {label} is a strided "
+                             f"view (the Python step stages it through a copy)")
+        return dict(
+            items=plan.items, item_tensor=plan.item_tensor, tensors=plan.tensors,
+            buffer_grad_at=plan.buffer_grad_at, tensor_group=layout.groups,
+            scalars=self.group_scalars, keys=self.group_keys, grad_scales=self.grad_scales,
+            scaled=self._scaled, item_sums=self._item_sums, tensor_sums=self._tensor_sums,
+            extra_sums=self._extra_sums, m=state.m, v=state.v, v_max=state.v_max,
+            like=plan.like, codes16=state.codes16, codes8=state.codes8, absmax=state.absmax,
+            kinds=frozenset(self.backend.kernel_kind(layout, t) for t in range(len(layout))),
+            fused_in_python=plan.shares_out, plain=list(self.plain))
 
     def clip_factors(self) -> np.ndarray:
         """The gradient factors of the last step (1 where nothing was clipped), on the host."""

@@ -58,6 +58,14 @@ def amsgrad_max(v_max, v):
     return v_max if v_max >= v else v
 
 
+def sum_squares(values):
+    """Sum of the squared elements of ``values`` in float64, in element order."""
+    total = 0.0
+    for x in values.ravel():
+        total += float(x) * float(x)
+    return total
+
+
 def clip_scales(item_sums, item_tensor, tensor_group, extra_sums, clipnorms, global_clipnorm,
                 tensor_sums, grad_scales):
     """Norm-clipping factor of every tensor from per-item float64 sums of squares.
@@ -113,24 +121,34 @@ def group_scalars(rule: Rule, *, lr: float, step: int) -> tuple[float, ...]:
     Computed in float64 once per group and step, as torch's for-loop Adam does,
     so the kernel is left with one sqrt and one division per element.
     """
-    bc1 = 1.0 - rule.beta1 ** step if rule.bias_correction else 1.0
-    bc2 = 1.0 - rule.beta2 ** step if rule.bias_correction else 1.0
-    if rule.epsilon_hat:   # Keras: alpha = lr * sqrt(bc2) / bc1, eps added to sqrt(v)
+    return scalar_row(rule.beta1, rule.beta2, rule.eps, rule.weight_decay,
+                      rule.decoupled_weight_decay, rule.maximize, rule.epsilon_hat,
+                      rule.bias_correction, math.inf if rule.clipvalue is None else rule.clipvalue,
+                      lr, step)
+
+
+def scalar_row(beta1, beta2, eps, weight_decay, decoupled, maximize, epsilon_hat,
+               bias_correction, clipvalue, lr, step):
+    """:func:`group_scalars` from plain numbers (``clipvalue`` inf: off), so compiled code
+    (``numba_adam.jit``) computes the same row with the same float64 operations."""
+    t = float(step)
+    bc1 = 1.0 - beta1 ** t if bias_correction else 1.0
+    bc2 = 1.0 - beta2 ** t if bias_correction else 1.0
+    if epsilon_hat:        # Keras: alpha = lr * sqrt(bc2) / bc1, eps added to sqrt(v)
         step_size = lr * math.sqrt(bc2) / bc1
         denom_scale = 1.0
     else:                  # torch: lr / bc1, eps added to sqrt(v) / sqrt(bc2)
         step_size = lr / bc1
         denom_scale = 1.0 / math.sqrt(bc2)
-    decoupled = rule.decoupled_weight_decay
     return (
-        -1.0 if rule.maximize else 1.0,
-        0.0 if decoupled else rule.weight_decay,
-        1.0 - lr * rule.weight_decay if decoupled else 1.0,
-        1.0 - rule.beta1,
-        rule.beta2,
-        1.0 - rule.beta2,
+        -1.0 if maximize else 1.0,
+        0.0 if decoupled else weight_decay,
+        1.0 - lr * weight_decay if decoupled else 1.0,
+        1.0 - beta1,
+        beta2,
+        1.0 - beta2,
         step_size,
         denom_scale,
-        rule.eps,
-        math.inf if rule.clipvalue is None else rule.clipvalue,
+        eps,
+        clipvalue,
     )

@@ -20,6 +20,9 @@ Three kinds of case:
 - **neighbour**: PyTorch's fused step and matmul, and NumPy's matmul, in a
   process that imported numba_adam and stepped it, against a process that did
   not.
+- **jit** (``--jit``): ``numba_adam.jit.step`` in an ``@njit`` loop against
+  ``opt.step()`` from Python, and a per-sample ``step_rows`` against Adam
+  written inline (see ``numba_adam._bench_jit``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+
+from . import _bench_jit
 
 # -- the roofline: a kernel that moves exactly an Adam step's bytes -------------
 _kernels: dict[str, Any] = {}
@@ -294,7 +299,8 @@ for _what in NEIGHBOUR_MEASUREMENTS:
     NEIGHBOUR_IMPLEMENTATIONS[f"{_what}, numba_adam imported"] = _neighbour(_what, True)
 
 ALL_IMPLEMENTATIONS = {**STEP_IMPLEMENTATIONS, **LOOP_IMPLEMENTATIONS,
-                       **NEIGHBOUR_IMPLEMENTATIONS, **COST_IMPLEMENTATIONS}
+                       **NEIGHBOUR_IMPLEMENTATIONS, **COST_IMPLEMENTATIONS,
+                       **_bench_jit.JIT_IMPLEMENTATIONS}
 
 
 # OpenMP runtimes keep their threads spinning for a while after a parallel region
@@ -358,7 +364,7 @@ def median_seconds(fn: Callable[[], None], repeats: int) -> float:
 class Case:
     name: str
     shapes: list[tuple[int, ...]]
-    kind: str = "step"                       # "step", "loop" or "neighbour"
+    kind: str = "step"                       # "step", "loop", "neighbour", "cost" or "jit"
     implementations: list[str] = field(default_factory=list)
 
     @property
@@ -471,6 +477,15 @@ def build_cases(args: argparse.Namespace, torch_available: bool) -> list[Case]:
         for n, label in ((68_000, "68k"), (1_000_000, "1M")):
             cases.append(Case(f"training loop, {label}", [(n,)], "loop",
                               list(LOOP_IMPLEMENTATIONS)))
+    if args.jit:
+        step_pair = [_bench_jit.JIT_STEP_PYTHON, _bench_jit.JIT_STEP_NJIT]
+        for n in sorted({10_000, *args.size_list}):
+            cases.append(Case(f"jit step, {n:.0e}".replace("e+0", "e"), [(n,)], "jit",
+                              step_pair))
+        cases.append(Case("jit step, 10 tensors, 10k", even_shapes(10_000, 10), "jit",
+                          step_pair))
+        cases.append(Case("jit rows, 100000x32", [_bench_jit.ROWS_SHAPE], "jit",
+                          [_bench_jit.JIT_ROWS_NJIT, _bench_jit.JIT_ROWS_INLINE]))
     if not args.no_neighbour:
         measured = [m for m in NEIGHBOUR_MEASUREMENTS if torch_available or "torch" not in m]
         cases.append(Case("good neighbour", [(1,)], "neighbour",
@@ -485,7 +500,8 @@ def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dic
     for r in results:
         by_case.setdefault(r.case, {})[r.implementation] = r
     per_param = bytes_per_param(dtype, amsgrad)
-    out: dict[str, list[dict]] = {"step": [], "loop": [], "neighbour": [], "formats": []}
+    out: dict[str, list[dict]] = {"step": [], "loop": [], "neighbour": [], "formats": [],
+                                  "jit": []}
     costs: dict[int, dict[int, float]] = {}
     for case, rows in by_case.items():
         if case.startswith("in-cache cost"):
@@ -502,6 +518,8 @@ def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dic
                 bare_one_thread_step_seconds=bare.median,
                 iteration_over_same_bytes=ratio(loop, same),
                 in_loop_step_over_bare_one_thread=ratio(loop, bare, step=True)))
+        elif case.startswith("jit "):
+            out["jit"].append(_bench_jit.summarise_jit(rows, case, ratio))
         elif case == "good neighbour":
             for name, r in rows.items():
                 if name.endswith(", numba_adam imported"):
@@ -624,6 +642,8 @@ def format_tables(summary: dict[str, list[dict]]) -> str:
                 f"same-bytes kernel; step in the loop {row['in_loop_step_seconds'] * 1e6:.0f} "
                 f"us, {_spread(row['in_loop_step_over_bare_one_thread'])} the bare 1-thread "
                 f"step ({row['bare_one_thread_step_seconds'] * 1e6:.0f} us)")
+    if summary["jit"]:
+        lines += _bench_jit.format_jit(summary["jit"], _spread)
     if summary["neighbour"]:
         lines += ["", "good neighbour (time in a process that imported and stepped numba_adam "
                       "/ time in one that did not):"]
@@ -706,6 +726,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--first-step", action="store_true",
                         help="also time import + first step in fresh processes (cold, cached)")
+    parser.add_argument("--jit", action="store_true",
+                        help="add numba_adam.jit cases: jit.step in @njit against opt.step() "
+                             "from Python, and per-sample step_rows against inline Adam")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--plot", metavar="FILE.png", help="write GB/s vs size (matplotlib)")
 

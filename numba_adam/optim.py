@@ -79,21 +79,43 @@ class ParamGroup(dict):
     (add parameters with ``add_param_group``).  ``lr`` may be set to a
     schedule (any callable ``step -> lr``): the schedule is kept in
     ``schedule`` and ``group["lr"]`` shows the value the next step uses.
-    ``updates`` counts the completed updates of this group.
+    ``updates`` counts the completed updates of this group; the count lives in
+    an array shared with the optimizer, so steps taken in compiled code
+    (``numba_adam.jit``) count too, and ``group["lr"]`` follows them.
     """
 
     def __init__(self, values: Mapping[str, Any], on_change: Callable[[str], None]):
         super().__init__()
         self._on_change = on_change
         self.schedule: Callable[[int], float] | None = None
-        self._updates = 0
+        self._counts = np.zeros(1, dtype=np.int64)
+        self._index = 0
+        self._shown = 0          # the update count that dict's "lr" was computed for
         for key, value in values.items():
             self._set(key, value)
 
     @property
     def updates(self) -> int:
         """Completed updates of this group (the step count of its state)."""
-        return self._updates
+        return int(self._counts[self._index])
+
+    def bind_counter(self, counts: np.ndarray, index: int) -> None:
+        """Keep this group's update count in ``counts[index]`` (the optimizer's array)."""
+        counts[index] = self.updates
+        self._counts, self._index = counts, index
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "lr":
+            self.refresh()
+        return dict.__getitem__(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def refresh(self) -> None:
+        """Show the schedule's next lr in ``self["lr"]`` if updates were counted elsewhere."""
+        if self.schedule is not None and self._shown != self.updates:
+            self._set_updates(self.updates)
 
     def _set(self, key: str, value: Any) -> None:
         value = check_hyperparameter(key, value)
@@ -101,18 +123,20 @@ class ParamGroup(dict):
         if key == "lr":
             schedule = value if callable(value) else None
             if schedule is not None:
-                value = _scheduled_lr(schedule, self._updates)
+                value = _scheduled_lr(schedule, self.updates)
+                self._shown = self.updates
         dict.__setitem__(self, key, value)
         if key == "lr":
             self.schedule = schedule
 
     def next_lr(self) -> float:
         """The learning rate of the next update (the schedule's at the completed updates)."""
-        return self["lr"] if self.schedule is None else _scheduled_lr(self.schedule, self._updates)
+        return self["lr"] if self.schedule is None else _scheduled_lr(self.schedule, self.updates)
 
     def _set_updates(self, count: int) -> None:
         """Record completed updates and show the schedule's next value in ``self["lr"]``."""
-        self._updates = count
+        self._counts[self._index] = count
+        self._shown = count
         if self.schedule is not None:
             try:
                 value = float(self.schedule(count))
@@ -206,7 +230,9 @@ class Optimizer:
         if missing:
             raise TypeError(f"optimizer defaults need {list(_REQUIRED_KEYS)}, missing {missing}")
         self.defaults = {k: check_hyperparameter(k, v) for k, v in defaults.items()}
-        self.param_groups: list[ParamGroup] = []
+        self._groups: list[ParamGroup] = []
+        self._step_counts = np.zeros(0, dtype=np.int64)   # each group's completed updates
+        self._jit_handle: Any = None
         self._specs: list[TensorSpec] = []
         self._names: list[str | None] = []
         self._global_clipnorm: float | None = None
@@ -234,7 +260,7 @@ class Optimizer:
         if not isinstance(group, Mapping) or "params" not in group:
             raise TypeError(f"a parameter group must be a dict with a 'params' entry, got "
                             f"{group!r}")
-        gi = len(self.param_groups) + len(pending)
+        gi = len(self._groups) + len(pending)
         arrays, names = _split_params(group["params"], f"param_groups[{gi}]['params']")
         if not arrays:
             raise ValueError(f"param_groups[{gi}] has no parameters")
@@ -257,8 +283,12 @@ class Optimizer:
         return values, specs, names
 
     def _commit_group(self, values: dict, specs: list[TensorSpec], names: list) -> None:
-        self.param_groups.append(ParamGroup(
+        self._groups.append(ParamGroup(
             {"params": [s.array for s in specs], **values}, self._on_group_change))
+        self._step_counts = np.zeros(len(self._groups), dtype=np.int64)
+        for i, group in enumerate(self._groups):
+            group.bind_counter(self._step_counts, i)
+        self._drop_jit_handle()
         self._specs.extend(specs)
         self._names.extend(names)
         self._name_index = {n: i for i, n in enumerate(self._names) if n is not None}
@@ -267,7 +297,7 @@ class Optimizer:
     def _storage_options(self) -> list[tuple]:
         """What decides the state layout, per group: AMSGrad, state_bits, min_8bit_size."""
         return [(bool(g.get("amsgrad", False)), g.get("state_bits", 32),
-                 g.get("min_8bit_size", 4096)) for g in self.param_groups]
+                 g.get("min_8bit_size", 4096)) for g in self._groups]
 
     def _new_engine(self) -> Engine:
         self._zero_spans = _grad_spans(self._specs)
@@ -280,20 +310,29 @@ class Optimizer:
 
     def _rebuild_engine(self) -> None:
         """A new engine after parameters or AMSGrad settings changed; the state carries over."""
+        self._drop_jit_handle()
         old = self._engine
         states = [old.state.snapshot(i) for i in range(len(old))]
         self._engine = self._new_engine()
         for i, state in enumerate(states):
             self._engine.state.write(i, state)
 
+    @property
+    def param_groups(self) -> list[ParamGroup]:
+        """The parameter groups (dicts of hyperparameters plus ``params``), in order."""
+        for group in self._groups:
+            group.refresh()
+        return self._groups
+
     def _on_group_change(self, key: str) -> None:
+        self._drop_jit_handle()
         self._options_stale = True
         if key in ("amsgrad", "state_bits", "min_8bit_size"):
             self._layout_stale = True
 
     def _refresh_options(self) -> None:
         """Per-group rules, clip limits and sparse modes, rebuilt only after an edit."""
-        groups = self.param_groups
+        groups = self._groups
         self._rules = [rule_of(g) for g in groups]
         clipnorms = [g.get("clipnorm") for g in groups]
         self._clipnorms = (np.array([-1.0 if c is None else c for c in clipnorms])
@@ -312,6 +351,7 @@ class Optimizer:
     @global_clipnorm.setter
     def global_clipnorm(self, value: float | None) -> None:
         self._global_clipnorm = check_hyperparameter("global_clipnorm", value)
+        self._drop_jit_handle()
 
     def add_param_group(self, param_group: Mapping[str, Any]) -> None:
         """Add a group of parameters (with its own hyperparameters) to optimise from now on."""
@@ -342,7 +382,7 @@ class Optimizer:
         if self._options_stale:
             self._refresh_options()
         engine = self._engine
-        groups = self.param_groups
+        groups = self._groups
         lrs = [group.next_lr() for group in groups]
         keep_alive = None
         if grads is None:
@@ -375,6 +415,82 @@ class Optimizer:
             raise TypeError(f"grads must be a sequence of arrays (one per parameter) or a "
                             f"dict name -> array, got {type(grads).__name__}")
         return grads
+
+    def step_rows(self, param: int | str, rows: Any, values: Any) -> None:
+        """One lazy update of some rows of one parameter (TF LazyAdam, torch SparseAdam).
+
+        Row ``rows[k]`` of parameter ``param`` (an index in group order, or a
+        name) has gradient ``values[k]`` (a row listed twice gets the sum); no
+        other element or state changes.  It is one update of the parameter's
+        group: the group's step count (bias correction, schedule) advances by
+        one.  This is what ``numba_adam.jit.step_rows`` does from compiled code,
+        with the same result bit for bit.
+
+        Raises:
+            IndexError/ValueError/TypeError: unknown parameter, rows out of range,
+                values of the wrong shape or dtype; nothing is changed.
+        """
+        from . import jit
+        if isinstance(param, str):
+            if param not in self._name_index:
+                raise KeyError(f"no parameter named {param!r}")
+            index = self._name_index[param]
+        else:
+            index = self._check_index(param)
+        shape = tuple(self._specs[index].array.shape)
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or not (np.issubdtype(rows.dtype, np.integer) or rows.size == 0):
+            raise TypeError(f"rows must be a 1-D integer array, got {rows.dtype} of shape "
+                            f"{rows.shape}")
+        values = np.asarray(values)
+        if values.dtype != self.dtype:
+            raise TypeError(f"values have dtype {values.dtype}, expected {self.dtype}")
+        if not shape or values.shape != (rows.size,) + shape[1:]:
+            raise ValueError(f"values for {self._specs[index].label} must have shape "
+                             f"{(rows.size,) + shape[1:]} (one row per index), got "
+                             f"{values.shape}")
+        jit.step_rows(self.jit_handle(), index, rows.astype(np.int64, copy=False),
+                      values.reshape(rows.size, -1) if rows.size else
+                      values.reshape(0, int(np.prod(shape[1:], dtype=np.int64))))
+
+    def jit_handle(self) -> Any:
+        """A value ``@njit`` functions accept, to step this optimizer from compiled code.
+
+        ``numba_adam.jit.step(handle)`` is ``self.step()`` (gradients from the
+        ParamBuffer grad views) and ``numba_adam.jit.step_rows(handle, i, rows,
+        values)`` is ``self.step_rows(i, rows, values)``.  The handle holds this
+        optimizer's own state and tables, not copies, so ``state_dict()``, step
+        counts, ``param_groups[i]["lr"]`` and checkpoints see every update made
+        through it.  It goes out of date when a hyperparameter, a group or the
+        global clipnorm changes, or state is loaded: a step through it then
+        raises, and a new ``jit_handle()`` reflects the change.
+
+        Raises:
+            TypeError: a group's lr is a callable that is not a
+                ``numba_adam.schedules`` schedule (compiled code cannot call
+                Python), or the parameters are on the GPU.
+            ValueError: a parameter is a strided view.
+        """
+        from . import jit
+        if self._jit_handle is not None and jit.is_current(self._jit_handle):
+            return self._jit_handle
+        if self._layout_stale:
+            self._rebuild_engine()
+        if self._options_stale:
+            self._refresh_options()
+        groups = self._groups
+        self._jit_handle = jit.make_handle(
+            self._engine.jit_arrays(), self._engine, self._rules,
+            [g.schedule if g.schedule is not None else g["lr"] for g in groups],
+            self._seeds, self._clipnorms, self._global_clipnorm, self._step_counts)
+        return self._jit_handle
+
+    def _drop_jit_handle(self) -> None:
+        """Mark the jit handle out of date (the options or arrays it carries changed)."""
+        if self._jit_handle is not None:
+            from . import jit
+            jit.retire(self._jit_handle)
+            self._jit_handle = None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero the ParamBuffer gradients of this optimizer's parameters.
@@ -473,8 +589,9 @@ class Optimizer:
 
     def _apply(self, checked: _state_dict.Checked) -> None:
         """Commit a checked state_dict (nothing in it can fail any more)."""
+        self._drop_jit_handle()
         layout = self._storage_options()
-        for group, values in zip(self.param_groups, checked.group_values):
+        for group, values in zip(self._groups, checked.group_values):
             for key, value in values.items():
                 group._set(key, value)
         self._options_stale = True
@@ -483,7 +600,7 @@ class Optimizer:
         empty = TensorState(None, None, None)
         for i in range(len(self._specs)):
             self._engine.state.write(i, checked.states.get(i, empty))
-        for group, step in zip(self.param_groups, checked.steps):
+        for group, step in zip(self._groups, checked.steps):
             group._set_updates(step)
 
     def save(self, path: str | os.PathLike, params: bool = False) -> None:

@@ -75,6 +75,12 @@ __all__ = [
 
 _REGISTRY: dict[str, type["Schedule"]] = {}
 
+# Compiled form: every schedule is a list of segments, each a leaf formula from a start
+# step on.  A segment row is (start, offset, kind, a, b, c, d, e); kinds:
+KIND_CONSTANT, KIND_EXPONENTIAL, KIND_INVERSE_TIME, KIND_STEP, KIND_POLYNOMIAL, \
+    KIND_COSINE, KIND_LINEAR = range(7)
+SEGMENT_COLUMNS = 8
+
 
 def _number(name: str, value: Any, minimum: float | None = None, positive: bool = False) -> float:
     return _checks.real(name, value, low=minimum, positive=positive)
@@ -107,6 +113,21 @@ class Schedule:
 
     def value(self, step: int) -> float:
         raise NotImplementedError
+
+    # The compiled form, for ``numba_adam.jit``: segment rows (see ``SEGMENT_COLUMNS``).
+    kind: ClassVar[int] = -1
+
+    def segment_params(self) -> tuple[float, ...]:
+        """This schedule's numbers in the order its compiled ``kind`` reads them."""
+        raise NotImplementedError
+
+    def segments(self) -> list[tuple[float, ...]]:
+        """The schedule as segment rows ``(start, offset, kind, a, b, c, d, e)``: from step
+        ``start`` on (until the next row's start) the value is leaf ``kind`` with
+        parameters ``a..e`` at ``step - offset``.  ``numba_adam.jit`` evaluates them in
+        compiled code with the same arithmetic as :meth:`value`."""
+        params = tuple(float(x) for x in self.segment_params())
+        return [(0.0, 0.0, float(self.kind)) + params + (0.0,) * (5 - len(params))]
 
     def get_config(self) -> dict[str, Any]:
         """Plain data (JSON-compatible) that :func:`from_config` turns back into this schedule."""
@@ -146,12 +167,16 @@ def from_config(config: dict[str, Any]) -> Schedule:
 class Constant(Schedule):
     lr: float
     name: ClassVar[str] = "constant"
+    kind: ClassVar[int] = KIND_CONSTANT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr", _number("lr", self.lr, minimum=0.0))
 
     def value(self, step: int) -> float:
         return self.lr
+
+    def segment_params(self) -> tuple[float, ...]:
+        return (self.lr,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +186,7 @@ class ExponentialDecay(Schedule):
     decay_rate: float
     staircase: bool = False
     name: ClassVar[str] = "exponential_decay"
+    kind: ClassVar[int] = KIND_EXPONENTIAL
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "initial_lr", _number("initial_lr", self.initial_lr, 0.0))
@@ -172,6 +198,9 @@ class ExponentialDecay(Schedule):
         p = step / self.decay_steps
         return self.initial_lr * self.decay_rate ** (math.floor(p) if self.staircase else p)
 
+    def segment_params(self) -> tuple[float, ...]:
+        return self.initial_lr, self.decay_steps, self.decay_rate, self.staircase
+
 
 @dataclasses.dataclass(frozen=True)
 class InverseTimeDecay(Schedule):
@@ -180,6 +209,7 @@ class InverseTimeDecay(Schedule):
     decay_rate: float
     staircase: bool = False
     name: ClassVar[str] = "inverse_time_decay"
+    kind: ClassVar[int] = KIND_INVERSE_TIME
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "initial_lr", _number("initial_lr", self.initial_lr, 0.0))
@@ -191,6 +221,9 @@ class InverseTimeDecay(Schedule):
         p = step / self.decay_steps
         return self.initial_lr / (1.0 + self.decay_rate * (math.floor(p) if self.staircase else p))
 
+    def segment_params(self) -> tuple[float, ...]:
+        return self.initial_lr, self.decay_steps, self.decay_rate, self.staircase
+
 
 @dataclasses.dataclass(frozen=True)
 class StepDecay(Schedule):
@@ -198,6 +231,7 @@ class StepDecay(Schedule):
     step_size: int
     gamma: float
     name: ClassVar[str] = "step_decay"
+    kind: ClassVar[int] = KIND_STEP
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "initial_lr", _number("initial_lr", self.initial_lr, 0.0))
@@ -206,6 +240,9 @@ class StepDecay(Schedule):
 
     def value(self, step: int) -> float:
         return self.initial_lr * self.gamma ** (step // self.step_size)
+
+    def segment_params(self) -> tuple[float, ...]:
+        return (self.initial_lr, self.step_size, self.gamma)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,6 +265,12 @@ class PiecewiseConstant(Schedule):
         object.__setattr__(self, "boundaries", boundaries)
         object.__setattr__(self, "values", values)
 
+    def segments(self) -> list[tuple[float, ...]]:
+        # values[i] while step <= boundaries[i]: from step boundaries[i-1] + 1 on
+        starts = [0] + [b + 1 for b in self.boundaries]
+        return [(float(start), 0.0, float(KIND_CONSTANT), float(v), 0.0, 0.0, 0.0, 0.0)
+                for start, v in zip(starts, self.values)]
+
     def value(self, step: int) -> float:
         # Keras: values[i] while step <= boundaries[i]
         for boundary, value in zip(self.boundaries, self.values):
@@ -244,6 +287,7 @@ class PolynomialDecay(Schedule):
     power: float = 1.0
     cycle: bool = False
     name: ClassVar[str] = "polynomial_decay"
+    kind: ClassVar[int] = KIND_POLYNOMIAL
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "initial_lr", _number("initial_lr", self.initial_lr, 0.0))
@@ -261,6 +305,9 @@ class PolynomialDecay(Schedule):
         frac = 1.0 - step / decay_steps
         return (self.initial_lr - self.end_lr) * frac ** self.power + self.end_lr
 
+    def segment_params(self) -> tuple[float, ...]:
+        return self.initial_lr, self.decay_steps, self.end_lr, self.power, self.cycle
+
 
 @dataclasses.dataclass(frozen=True)
 class CosineDecay(Schedule):
@@ -268,6 +315,7 @@ class CosineDecay(Schedule):
     decay_steps: int
     alpha: float = 0.0
     name: ClassVar[str] = "cosine_decay"
+    kind: ClassVar[int] = KIND_COSINE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "initial_lr", _number("initial_lr", self.initial_lr, 0.0))
@@ -279,6 +327,9 @@ class CosineDecay(Schedule):
         cosine = 0.5 * (1.0 + math.cos(math.pi * step / self.decay_steps))
         return self.initial_lr * ((1.0 - self.alpha) * cosine + self.alpha)
 
+    def segment_params(self) -> tuple[float, ...]:
+        return (self.initial_lr, self.decay_steps, self.alpha)
+
 
 @dataclasses.dataclass(frozen=True)
 class LinearWarmup(Schedule):
@@ -286,6 +337,7 @@ class LinearWarmup(Schedule):
     end_lr: float
     steps: int
     name: ClassVar[str] = "linear_warmup"
+    kind: ClassVar[int] = KIND_LINEAR
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "initial_lr", _number("initial_lr", self.initial_lr, 0.0))
@@ -295,6 +347,9 @@ class LinearWarmup(Schedule):
     def value(self, step: int) -> float:
         frac = min(step, self.steps) / self.steps
         return self.initial_lr + (self.end_lr - self.initial_lr) * frac
+
+    def segment_params(self) -> tuple[float, ...]:
+        return (self.initial_lr, self.end_lr, self.steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,6 +372,16 @@ class Join(Schedule):
             raise ValueError(f"boundaries must increase strictly, got {list(boundaries)}")
         object.__setattr__(self, "schedules", schedules)
         object.__setattr__(self, "boundaries", boundaries)
+
+    def segments(self) -> list[tuple[float, ...]]:
+        # schedule i runs from boundaries[i-1] (at step - boundaries[i-1]) up to boundaries[i]
+        starts = (0,) + self.boundaries
+        ends = self.boundaries + (math.inf,)
+        rows = []
+        for schedule, start, end in zip(self.schedules, starts, ends):
+            rows.extend((start + row[0], start + row[1]) + tuple(row[2:])
+                        for row in schedule.segments() if start + row[0] < end)
+        return [tuple(float(x) for x in row) for row in rows]
 
     def value(self, step: int) -> float:
         # optax/MLX: from boundary b on, the next schedule runs at step - b.

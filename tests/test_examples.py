@@ -37,7 +37,15 @@ def test_mlx_style_example(capsys):
     assert all(loss < 0.05 for loss in results.values())
 
 
+def test_matrix_factorization_trains_inside_njit(capsys):
+    result = load("numba_matrix_factorization").main(epochs=4, n_users=800, n_items=600,
+                                                       n_ratings=50_000)
+    assert result["rmse_after"] < 0.75 * result["rmse_before"]
+    assert result["identical"]      # the jitted loop is the Python loop, bit for bit
+    assert "same embeddings both ways, bit for bit: True" in capsys.readouterr().out
+
+
 def test_every_example_has_a_test():
     tested = {"pytorch_tutorial", "torch_param_groups", "keras_style", "keras_legacy_style",
-              "mlx_style"}
+              "mlx_style", "numba_matrix_factorization"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested

@@ -79,6 +79,12 @@ class SingleGroupOptimizer:
             raise ValueError("the optimizer has no state yet: build it or apply gradients first")
         return self._optimizer
 
+    def jit_handle(self) -> Any:
+        """A handle for ``numba_adam.jit.step_rows`` (and, when the variables are views of a
+        ``ParamBuffer``, ``numba_adam.jit.step``) from compiled code: this front-end's
+        rule, state and step count (see ``numba_adam.Optimizer.jit_handle``)."""
+        return self._require_built().jit_handle()
+
     def save(self, path: str | os.PathLike, params: bool = False) -> None:
         """Checkpoint the built optimizer (see ``numba_adam.Adam.save``)."""
         self._require_built().save(path, params=params)
