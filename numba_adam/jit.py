@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from numba import carray, njit, objmode, types
 from numba.core.errors import TypingError
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from . import _cpu, _formula, schedules
 from ._config import GRAD_AT, GRAD_SIGN, GROUP, PARAM_AT, SKIP, STATE_BITS, STATE_OFFSET, \
@@ -66,7 +66,16 @@ _FIELDS = (
     "scalars", "keys", "grad_scales", "scaled", "item_sums", "tensor_sums", "extra_sums",
     "like", "m", "v", "v_max", "codes16", "codes8", "absmax", "scratch",
     "rules", "clipnorms", "seeds", "keyed", "segments", "segment_spans", "counts",
+    "row_views",      # int64 (len(_ROW_VIEWS), 3): address, shape of the arrays step_rows uses
 )
+
+# The arrays step_rows reads, in the order of ``row_views``.  Per-sample calls rebuild
+# them from raw addresses (views without a reference count): reading this many arrays
+# from the handle costs a reference-count pair each, which is most of a small update.
+_ROW_VIEWS = ("current", "counts", "segment_spans", "segments", "rules", "scalars", "keyed",
+              "keys", "seeds", "clipnorms", "global_clipnorm", "scratch", "tensors",
+              "row_shapes", "like", "m", "v", "v_max", "row_slot_at", "row_slots", "codes16",
+              "codes8", "absmax")
 
 # One named-tuple class per set of kernel kinds a model needs: the class is part of
 # the handle's Numba type, so a jitted step compiles only the kernels its model uses.
@@ -158,9 +167,23 @@ def make_handle(arrays: dict[str, Any], engine: Any, rules: list, lrs: list, see
                        dtype=np.uint64),
         keyed=np.array([s is not None for s in seeds], dtype=np.bool_),
         segments=np.array(segments, dtype=np.float64).reshape(-1, schedules.SEGMENT_COLUMNS),
-        segment_spans=np.array(spans, dtype=np.int64).reshape(-1, 2), counts=counts)
+        segment_spans=np.array(spans, dtype=np.int64).reshape(-1, 2), counts=counts,
+        row_views=None)
+    handle = handle._replace(row_views=_row_views(handle))
     weakref.finalize(handle.current, _engines.pop, ident, None)
     return handle
+
+
+def _row_views(handle: Any) -> np.ndarray:
+    """Address and shape of each of ``_ROW_VIEWS`` (the handle keeps the arrays alive)."""
+    table = np.zeros((len(_ROW_VIEWS), 3), dtype=np.int64)
+    for k, name in enumerate(_ROW_VIEWS):
+        array = getattr(handle, name)
+        if not array.flags.c_contiguous:
+            raise ValueError(f"numba_adam jit handle: {name} is not contiguous")
+        shape = array.shape + (1,) * (2 - array.ndim)
+        table[k] = (array.ctypes.data, shape[0], shape[1])
+    return table
 
 
 def is_current(handle: Any) -> bool:
@@ -400,13 +423,8 @@ def step(handle):
 
 
 # -- lazy row updates ----------------------------------------------------------
-def _check_row_types(handle, rows, values):
-    """Compile-time checks of step_rows' argument types (compiled code only)."""
-    raise NotImplementedError("numba_adam.jit internals run in compiled code only")
-
-
-@overload(_check_row_types)
-def _check_row_types_impl(handle, rows, values):
+def _check_row_types(handle, rows, values) -> None:
+    """Compile-time checks of step_rows' argument types (Numba types)."""
     _kinds_of(handle)
     if not isinstance(rows, types.Array) or rows.ndim != 1 or \
             not isinstance(rows.dtype, types.Integer):
@@ -417,7 +435,6 @@ def _check_row_types_impl(handle, rows, values):
     if values.dtype != handle.types[_FIELDS.index("m")].dtype:
         raise TypingError(f"step_rows: values must have the parameters' dtype "
                           f"{handle.types[_FIELDS.index('m')].dtype}, got {values.dtype}")
-    return lambda handle, rows, values: None
 
 
 @njit
@@ -536,24 +553,76 @@ def _row_scale(scalars, clipnorms, global_clipnorm, scratch, g, values):
 _formula_sum_squares = njit(error_model="numpy")(_formula.sum_squares)
 
 
-def _rows_dispatch(handle, tensor, rows, values):
-    """``step_rows``' work with the model's row kernels (compiled code only)."""
-    raise NotImplementedError("numba_adam.jit internals run in compiled code only")
+@intrinsic
+def _pointer_to(typingctx, address, dtype):
+    """Reinterpret an integer address as a pointer to ``dtype`` (a NumPy scalar type)."""
+    element = dtype.dtype if isinstance(dtype, types.DType) else dtype.instance_type
+    pointer = types.CPointer(element)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(pointer))
+
+    return pointer(address, dtype), codegen
 
 
-@overload(_rows_dispatch)
-def _rows_dispatch_impl(handle, tensor, rows, values):
+# What ``step_rows`` views each of ``_ROW_VIEWS`` as (None: the parameters' dtype).
+_ROW_VIEW_DTYPES = (types.boolean, types.int64, types.int64, types.float64, types.float64,
+                    None, types.boolean, types.int64, types.uint64, types.float64,
+                    types.float64, None, types.int64, types.int64, None, None, None, None,
+                    types.int64, types.int64, types.uint16, types.uint8, types.float32)
+_ROW_VIEW_NDIMS = (1, 1, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1)
+
+
+@njit(inline="always")
+def _flat(views, k, dtype):
+    return carray(_pointer_to(views[k, 0], dtype), views[k, 1])
+
+
+@njit(inline="always")
+def _table(views, k, dtype):
+    return carray(_pointer_to(views[k, 0], dtype), (views[k, 1], views[k, 2]))
+
+
+def step_rows(handle, tensor, rows, values):
+    """Lazy update of rows ``rows`` of parameter ``tensor`` with gradients ``values``
+    (shape ``(len(rows), columns)``): ``opt.step_rows(tensor, rows, values)``.
+
+    One update of the parameter's group (its step count advances); only the
+    given rows and their state change.  Raises IndexError/ValueError, with
+    nothing changed, for a parameter index or row out of range, values of the
+    wrong shape, an out-of-date handle or a schedule giving an invalid lr.
+    Callable from ``@njit`` code, where it is inlined into the caller, and
+    from Python.
+    """
+    _step_rows_compiled(handle, tensor, rows, values)
+
+
+@overload(step_rows, inline="always")
+def _step_rows_impl(handle, tensor, rows, values):
+    # Inlined, so the handle is not passed on: only its row_views table is read.
+    _check_row_types(handle, rows, values)
     kinds = _kinds_of(handle)
     dense = _lazy_rows32 if _cpu.KIND_32 in kinds else _skip_rows
     compact = _lazy_rows_compact if kinds - {_cpu.KIND_32} else _skip_rows
 
+    param = handle.types[_FIELDS.index("m")].dtype
+    for k, (name, dtype) in enumerate(zip(_ROW_VIEWS, _ROW_VIEW_DTYPES)):
+        have = handle.types[_FIELDS.index(name)]
+        if have.dtype != (param if dtype is None else dtype) or have.ndim != _ROW_VIEW_NDIMS[k]:
+            raise TypingError(f"numba_adam jit handle: {name} is {have}, not what step_rows "
+                              f"reads")
+
     def impl(handle, tensor, rows, values):
-        h = handle
-        _rows_body(h.current, h.counts, h.segment_spans, h.segments, h.rules, h.scalars,
-                   h.keyed, h.keys, h.seeds, h.clipnorms, h.global_clipnorm, h.scratch,
-                   h.tensors, h.row_shapes, h.like, h.m, h.v, h.v_max, h.row_slot_at,
-                   h.row_slots, h.codes16, h.codes8, h.absmax, tensor, rows, values, dense,
-                   compact)
+        w = handle.row_views
+        f = values.dtype                         # the parameters' dtype (checked on typing)
+        _rows_body(_flat(w, 0, np.bool_), _flat(w, 1, np.int64), _table(w, 2, np.int64),
+                   _table(w, 3, np.float64), _table(w, 4, np.float64), _table(w, 5, f),
+                   _flat(w, 6, np.bool_), _flat(w, 7, np.int64), _flat(w, 8, np.uint64),
+                   _flat(w, 9, np.float64), _flat(w, 10, np.float64), _flat(w, 11, f),
+                   _table(w, 12, np.int64), _table(w, 13, np.int64), _flat(w, 14, f),
+                   _flat(w, 15, f), _flat(w, 16, f), _flat(w, 17, f), _flat(w, 18, np.int64),
+                   _flat(w, 19, np.int64), _flat(w, 20, np.uint16), _flat(w, 21, np.uint8),
+                   _flat(w, 22, np.float32), tensor, rows, values, dense, compact)
     return impl
 
 
@@ -598,14 +667,5 @@ def _rows_body(current, counts, segment_spans, segments, rules, scalars, keyed, 
 
 
 @njit
-def step_rows(handle, tensor, rows, values):
-    """Lazy update of rows ``rows`` of parameter ``tensor`` with gradients ``values``
-    (shape ``(len(rows), columns)``): ``opt.step_rows(tensor, rows, values)``.
-
-    One update of the parameter's group (its step count advances); only the
-    given rows and their state change.  Raises IndexError/ValueError, with
-    nothing changed, for a parameter index or row out of range, values of the
-    wrong shape, an out-of-date handle or a schedule giving an invalid lr.
-    """
-    _check_row_types(handle, rows, values)
-    _rows_dispatch(handle, tensor, rows, values)
+def _step_rows_compiled(handle, tensor, rows, values):
+    step_rows(handle, tensor, rows, values)
