@@ -21,9 +21,11 @@ ones run it right there, without leaving compiled code.
 
 ``step_rows(handle, i, rows, values)`` is ``opt.step_rows(i, rows, values)``:
 a lazy update of some rows of parameter ``i`` (TF LazyAdam, torch
-SparseAdam), cheap enough to call per sample.  It is one update of the
-parameter's group, so the group's step count advances by one; there are no
-per-row step counts.  Give each embedding table its own group when their
+SparseAdam), cheap enough to call per sample: it is inlined into the caller
+and reads the handle's arrays through one table of addresses, so a call
+costs a few hundred nanoseconds beyond the row arithmetic.  It is one
+update of the parameter's group, so the group's step count advances by one;
+there are no per-row step counts.  Give each embedding table its own group when their
 counts should be independent (torch SparseAdam keeps one per parameter).
 
 Errors (a parameter index or row out of range, values of the wrong shape, a
