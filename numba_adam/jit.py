@@ -68,16 +68,17 @@ _FIELDS = (
     "scalars", "keys", "grad_scales", "scaled", "item_sums", "tensor_sums", "extra_sums",
     "like", "m", "v", "v_max", "codes16", "codes8", "absmax", "scratch",
     "rules", "clipnorms", "seeds", "keyed", "segments", "segment_spans", "counts",
-    "row_views",      # int64 (len(_ROW_VIEWS), 3): address, shape of the arrays step_rows uses
+    "views",          # int64 (len(_VIEWS), 3): address and shape of the arrays steps read
 )
 
-# The arrays step_rows reads, in the order of ``row_views``.  Per-sample calls rebuild
+# The arrays step and step_rows read, in the order of ``views``.  Compiled steps rebuild
 # them from raw addresses (views without a reference count): reading this many arrays
 # from the handle costs a reference-count pair each, which is most of a small update.
-_ROW_VIEWS = ("current", "counts", "segment_spans", "segments", "rules", "scalars", "keyed",
-              "keys", "seeds", "clipnorms", "global_clipnorm", "scratch", "tensors",
-              "row_shapes", "like", "m", "v", "v_max", "row_slot_at", "row_slots", "codes16",
-              "codes8", "absmax")
+_VIEWS = ("current", "counts", "segment_spans", "segments", "rules", "scalars", "keyed",
+          "keys", "seeds", "clipnorms", "global_clipnorm", "scratch", "tensors", "row_shapes",
+          "like", "m", "v", "v_max", "row_slot_at", "row_slots", "codes16", "codes8", "absmax",
+          "flags", "buffer_grad_at", "items", "item_tensor", "tensor_group", "item_sums",
+          "extra_sums", "tensor_sums", "grad_scales", "scaled")
 
 # One named-tuple class per set of kernel kinds a model needs: the class is part of
 # the handle's Numba type, so a jitted step compiles only the kernels its model uses.
@@ -170,16 +171,16 @@ def make_handle(arrays: dict[str, Any], engine: Any, rules: list, lrs: list, see
         keyed=np.array([s is not None for s in seeds], dtype=np.bool_),
         segments=np.array(segments, dtype=np.float64).reshape(-1, schedules.SEGMENT_COLUMNS),
         segment_spans=np.array(spans, dtype=np.int64).reshape(-1, 2), counts=counts,
-        row_views=None)
-    handle = handle._replace(row_views=_row_views(handle))
+        views=None)
+    handle = handle._replace(views=_views(handle))
     weakref.finalize(handle.current, _engines.pop, ident, None)
     return handle
 
 
-def _row_views(handle: Any) -> np.ndarray:
-    """Address and shape of each of ``_ROW_VIEWS`` (the handle keeps the arrays alive)."""
-    table = np.zeros((len(_ROW_VIEWS), 3), dtype=np.int64)
-    for k, name in enumerate(_ROW_VIEWS):
+def _views(handle: Any) -> np.ndarray:
+    """Address and shape of each of ``_VIEWS`` (the handle keeps the arrays alive)."""
+    table = np.zeros((len(_VIEWS), 3), dtype=np.int64)
+    for k, name in enumerate(_VIEWS):
         array = getattr(handle, name)
         if not array.flags.c_contiguous:
             raise ValueError(f"numba_adam jit handle: {name} is not contiguous")
@@ -346,26 +347,40 @@ def _run8_amsgrad(items, tensors, scalars, grad_scales, like, m, v, v_max, codes
                                    grad_scales, like, codes8, absmax)
 
 
-def _step_dispatch(handle):
-    """``step``'s work with the model's kernels (compiled code only)."""
-    raise NotImplementedError("numba_adam.jit internals run in compiled code only")
+def step(handle):
+    """One update of every parameter from the ParamBuffer gradients: ``opt.step()``.
+
+    Callable from ``@njit`` code, where it is inlined into the caller, and from
+    Python.  Raises ValueError, with nothing changed, if the handle is out of
+    date, a parameter is a plain array (its gradient has no ParamBuffer view
+    to read) or a schedule gives an invalid lr.
+    """
+    _step_compiled(handle)
 
 
-@overload(_step_dispatch)
-def _step_dispatch_impl(handle):
+@overload(step, inline="always")
+def _step_impl(handle):
+    # Inlined, so the handle is not passed on: only its views table is read.
     kinds = _kinds_of(handle)
+    _check_views(handle)
     k32 = _run32 if _cpu.KIND_32 in kinds else _skip
     k16 = _run16 if _cpu.KIND_16 in kinds else _skip
     k8 = _run8 if _cpu.KIND_8 in kinds else _skip
     k8a = _run8_amsgrad if _cpu.KIND_8_AMSGRAD in kinds else _skip
+    f = handle.types[_FIELDS.index("m")].dtype
 
     def impl(handle):
-        h = handle
-        _step_body(h.current, h.flags, h.counts, h.segment_spans, h.segments, h.rules,
-                   h.scalars, h.keyed, h.keys, h.seeds, h.tensors, h.buffer_grad_at, h.items,
-                   h.item_tensor, h.tensor_group, h.like, h.item_sums, h.extra_sums,
-                   h.tensor_sums, h.clipnorms, h.global_clipnorm, h.grad_scales, h.scaled,
-                   h.m, h.v, h.v_max, h.codes16, h.codes8, h.absmax, k32, k16, k8, k8a)
+        w = handle.views
+        _step_body(_flat(w, 0, np.bool_), _flat(w, 23, np.int64), _flat(w, 1, np.int64),
+                   _table(w, 2, np.int64), _table(w, 3, np.float64), _table(w, 4, np.float64),
+                   _table(w, 5, f), _flat(w, 6, np.bool_), _flat(w, 7, np.int64),
+                   _flat(w, 8, np.uint64), _table(w, 12, np.int64), _flat(w, 24, np.int64),
+                   _table(w, 25, np.int64), _flat(w, 26, np.int64), _flat(w, 27, np.int64),
+                   _flat(w, 14, f), _flat(w, 28, np.float64), _flat(w, 29, np.float64),
+                   _flat(w, 30, np.float64), _flat(w, 9, np.float64),
+                   _flat(w, 10, np.float64), _flat(w, 31, f), _flat(w, 32, np.bool_),
+                   _flat(w, 15, f), _flat(w, 16, f), _flat(w, 17, f), _flat(w, 20, np.uint16),
+                   _flat(w, 21, np.uint8), _flat(w, 22, np.float32), k32, k16, k8, k8a)
     return impl
 
 
@@ -413,15 +428,8 @@ def _step_body(current, flags, counts, segment_spans, segments, rules, scalars, 
 
 
 @njit
-def step(handle):
-    """One update of every parameter from the ParamBuffer gradients: ``opt.step()``.
-
-    Callable from ``@njit`` code (and from Python).  Raises ValueError, with
-    nothing changed, if the handle is out of date, a parameter is a plain
-    array (its gradient has no ParamBuffer view to read) or a schedule gives
-    an invalid lr.
-    """
-    _step_dispatch(handle)
+def _step_compiled(handle):
+    step(handle)
 
 
 # -- lazy row updates ----------------------------------------------------------
@@ -567,12 +575,26 @@ def _pointer_to(typingctx, address, dtype):
     return pointer(address, dtype), codegen
 
 
-# What ``step_rows`` views each of ``_ROW_VIEWS`` as (None: the parameters' dtype).
-_ROW_VIEW_DTYPES = (types.boolean, types.int64, types.int64, types.float64, types.float64,
-                    None, types.boolean, types.int64, types.uint64, types.float64,
-                    types.float64, None, types.int64, types.int64, None, None, None, None,
-                    types.int64, types.int64, types.uint16, types.uint8, types.float32)
-_ROW_VIEW_NDIMS = (1, 1, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1)
+# What the compiled steps view each of ``_VIEWS`` as (None: the parameters' dtype).
+_VIEW_DTYPES = (types.boolean, types.int64, types.int64, types.float64, types.float64,
+                None, types.boolean, types.int64, types.uint64, types.float64,
+                types.float64, None, types.int64, types.int64, None, None, None, None,
+                types.int64, types.int64, types.uint16, types.uint8, types.float32,
+                types.int64, types.int64, types.int64, types.int64, types.int64,
+                types.float64, types.float64, types.float64, None, types.boolean)
+_VIEW_NDIMS = (1, 1, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+               1, 1, 2, 1, 1, 1, 1, 1, 1, 1)
+
+
+def _check_views(handle) -> None:
+    """That every array of ``_VIEWS`` has the dtype and rank the compiled steps view it as
+    (Numba types, at compile time)."""
+    param = handle.types[_FIELDS.index("m")].dtype
+    for k, (name, dtype) in enumerate(zip(_VIEWS, _VIEW_DTYPES)):
+        have = handle.types[_FIELDS.index(name)]
+        if have.dtype != (param if dtype is None else dtype) or have.ndim != _VIEW_NDIMS[k]:
+            raise TypingError(f"numba_adam jit handle: {name} is {have}, not what the "
+                              f"compiled steps read")
 
 
 @njit(inline="always")
@@ -601,21 +623,16 @@ def step_rows(handle, tensor, rows, values):
 
 @overload(step_rows, inline="always")
 def _step_rows_impl(handle, tensor, rows, values):
-    # Inlined, so the handle is not passed on: only its row_views table is read.
+    # Inlined, so the handle is not passed on: only its views table is read.
     _check_row_types(handle, rows, values)
     kinds = _kinds_of(handle)
     dense = _lazy_rows32 if _cpu.KIND_32 in kinds else _skip_rows
     compact = _lazy_rows_compact if kinds - {_cpu.KIND_32} else _skip_rows
 
-    param = handle.types[_FIELDS.index("m")].dtype
-    for k, (name, dtype) in enumerate(zip(_ROW_VIEWS, _ROW_VIEW_DTYPES)):
-        have = handle.types[_FIELDS.index(name)]
-        if have.dtype != (param if dtype is None else dtype) or have.ndim != _ROW_VIEW_NDIMS[k]:
-            raise TypingError(f"numba_adam jit handle: {name} is {have}, not what step_rows "
-                              f"reads")
+    _check_views(handle)
 
     def impl(handle, tensor, rows, values):
-        w = handle.row_views
+        w = handle.views
         f = values.dtype                         # the parameters' dtype (checked on typing)
         _rows_body(_flat(w, 0, np.bool_), _flat(w, 1, np.int64), _table(w, 2, np.int64),
                    _table(w, 3, np.float64), _table(w, 4, np.float64), _table(w, 5, f),
