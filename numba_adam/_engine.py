@@ -150,9 +150,9 @@ class Engine:
         """
         backend = self.backend
         if clipnorms is None and global_clipnorm is None:
-            if self._scaled:
+            if self._scaled[0]:
                 backend.copy_from_host(self.grad_scales, np.ones(len(self.specs), self.dtype))
-                self._scaled = np.zeros(1, dtype=np.bool_)   # grad_scales hold clip factors (not 1)
+                self._scaled[0] = False   # in place: jit handles share this flag
             return
         backend.grad_sum_squares(self.plan, self._item_sums)
         extra = self._extra_sums

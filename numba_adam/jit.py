@@ -46,7 +46,7 @@ from numba import carray, njit, objmode, types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
-from . import _cpu, _formula, schedules
+from . import _cpu, _engine, _formula, schedules
 from ._config import GRAD_AT, GRAD_SIGN, GROUP, PARAM_AT, SKIP, STATE_BITS, STATE_OFFSET, \
     VMAX_OFFSET
 
@@ -548,7 +548,7 @@ def _row_scale(scalars, clipnorms, global_clipnorm, scratch, g, values):
     sign = np.float64(scalars[g, GRAD_SIGN])
     clipnorm = clipnorms[g]
     if clipnorm > 0 or global_clipnorm[0] > 0:
-        total = _formula_sum_squares(values)
+        total = _engine.sum_squares(values)
         factor = 1.0
         if global_clipnorm[0] > 0:
             factor = global_clipnorm[0] / max(math.sqrt(total), global_clipnorm[0])
@@ -558,9 +558,6 @@ def _row_scale(scalars, clipnorms, global_clipnorm, scratch, g, values):
         sign *= np.float64(scratch[0])
     scratch[0] = sign
     return scratch[0]
-
-
-_formula_sum_squares = njit(error_model="numpy")(_formula.sum_squares)
 
 
 @intrinsic
