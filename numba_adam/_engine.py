@@ -21,7 +21,7 @@ from numba import njit
 
 from . import _formula
 from ._config import GRAD_SIGN, SCALAR_COLUMNS
-from ._layout import Layout, TensorSpec
+from ._layout import Layout, TensorSpec, memory_order
 from ._state import State
 from .sparse import IndexedSlices
 
@@ -38,6 +38,36 @@ def backend_for(device: str):
         return _cuda
     from . import _cpu
     return _cpu
+
+
+def checked_gradient(g: Any, spec: TensorSpec, dtype: np.dtype, backend: Any) -> Any:
+    """``g`` as the array (or IndexedSlices) a step reads for ``spec``'s parameter.
+
+    Raises:
+        TypeError/ValueError: None, the wrong shape or dtype, or rows of a
+            Fortran-ordered parameter (the message names the parameter).
+    """
+    if isinstance(g, IndexedSlices):
+        if g.dense_shape != spec.array.shape:
+            raise ValueError(f"sparse gradient for {spec.label} has dense_shape {g.dense_shape}, "
+                             f"expected {spec.array.shape}")
+        if np.dtype(g.values.dtype) != dtype:
+            raise TypeError(f"sparse gradient for {spec.label} has dtype {g.values.dtype}, "
+                            f"expected {dtype}")
+        if memory_order(spec.array) != "C":
+            raise ValueError(f"sparse gradients need a C-ordered parameter; {spec.label} is "
+                             f"Fortran-ordered")
+        return g
+    if g is None:
+        raise TypeError(f"gradient for {spec.label} is None; every parameter is updated "
+                        f"each step, pass zeros to leave moments decaying")
+    g = backend.as_array(g, spec.label)
+    if g.shape != spec.array.shape:
+        raise ValueError(f"gradient for {spec.label} has shape {g.shape}, "
+                         f"expected {spec.array.shape}")
+    if np.dtype(g.dtype) != dtype:
+        raise TypeError(f"gradient for {spec.label} has dtype {g.dtype}, expected {dtype}")
+    return g
 
 
 class Engine:
@@ -98,38 +128,16 @@ class Engine:
         dense: list = []
         sparse = []
         for i, (g, spec) in enumerate(zip(grads, self.specs)):
+            g = checked_gradient(g, spec, self.dtype, self.backend)
             if isinstance(g, IndexedSlices):
-                self._check_sparse(g, spec, i)
                 sparse.append((i, *g.merged()))
                 dense.append(None)
-                continue
-            if g is None:
-                raise TypeError(f"gradient for {spec.label} is None; every parameter is updated "
-                                f"each step, pass zeros to leave moments decaying")
-            g = self.backend.as_array(g, spec.label)
-            if g.shape != spec.array.shape:
-                raise ValueError(f"gradient for {spec.label} has shape {g.shape}, "
-                                 f"expected {spec.array.shape}")
-            if np.dtype(g.dtype) != self.dtype:
-                raise TypeError(f"gradient for {spec.label} has dtype {g.dtype}, "
-                                f"expected {self.dtype}")
-            dense.append(g)
+            else:
+                dense.append(g)
         self.plan.bind_grads(dense)
         self._set_sparse(sparse)
         self._bound_to_buffers = False
         return dense
-
-    def _check_sparse(self, g: IndexedSlices, spec: TensorSpec, i: int) -> None:
-        if g.dense_shape != spec.array.shape:
-            raise ValueError(f"sparse gradient for {spec.label} has dense_shape {g.dense_shape}, "
-                             f"expected {spec.array.shape}")
-        dtype = np.dtype(g.values.dtype)
-        if dtype != self.dtype:
-            raise TypeError(f"sparse gradient for {spec.label} has dtype {dtype}, "
-                            f"expected {self.dtype}")
-        if self.layout.orders[i] != "C":
-            raise ValueError(f"sparse gradients need a C-ordered parameter; {spec.label} is "
-                             f"Fortran-ordered")
 
     def _set_sparse(self, jobs: list) -> None:
         self.plan.set_skipped([i for i, _, _ in jobs])
@@ -166,6 +174,19 @@ class Engine:
                             self._device_clipnorms,
                             -1.0 if global_clipnorm is None else float(global_clipnorm),
                             self._tensor_sums, self.grad_scales)
+        self._scaled[0] = True
+
+    def item_sums_of_squares(self) -> np.ndarray:
+        """Float64 sums of squared gradients per work item (``layout.items``), from the bound
+        dense gradients, on the host: what norm clipping starts from.  A caller that
+        combines them with other processes' sums sets the result with ``set_clip_factors``."""
+        self.backend.grad_sum_squares(self.plan, self._item_sums)
+        return self.backend.to_host(self._item_sums)
+
+    def set_clip_factors(self, factors: np.ndarray) -> None:
+        """Multiply each tensor's gradient by ``factors[i]`` in the next launch (norm
+        clipping computed elsewhere; ``clip_by_norm`` computes its own)."""
+        self.backend.copy_from_host(self.grad_scales, np.asarray(factors, self.dtype))
         self._scaled[0] = True
 
     def launch(self, lazy_by_group: list[bool] | None = None) -> None:

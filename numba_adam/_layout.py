@@ -20,6 +20,11 @@ class TensorSpec(NamedTuple):
     group: int
     owner: Any                  # the ParamBuffer whose data holds the array, or None
     label: str                  # "params[3]" or the parameter's name, for messages
+    # When the array is a piece of a larger tensor (one rank's shard, numba_adam.distributed):
+    # the global index of its first element (keys 16-bit rounding) and the whole tensor's
+    # element count (decides min_8bit_size), so a piece is stored and rounded as in the whole.
+    index_base: int = -1
+    whole_numel: int = -1
 
 
 def memory_order(array: Any) -> str:
@@ -63,9 +68,12 @@ class Layout:
         self.orders = [memory_order(s.array) for s in specs]
         self.groups = np.array([s.group for s in specs], dtype=np.int64)
         self.index_base = np.concatenate(([0], np.cumsum(numels)))[:-1].astype(np.int64)
+        given = [s.index_base >= 0 for s in specs]
+        self.index_base[given] = [s.index_base for s in specs if s.index_base >= 0]
+        whole = [s.whole_numel if s.whole_numel >= 0 else int(n) for s, n in zip(specs, numels)]
         min_8bit_sizes = min_8bit_sizes or [4096] * self.n_groups
         self.bits = [32 if bits_by_group[s.group] == 8 and n < min_8bit_sizes[s.group]
-                     else bits_by_group[s.group] for s, n in zip(specs, numels)]
+                     else bits_by_group[s.group] for s, n in zip(specs, whole)]
         self.amsgrad = [bool(amsgrad_by_group[s.group]) for s in specs]
         self.state_offsets = np.zeros(len(specs), np.int64)
         self.v_offsets = np.zeros(len(specs), np.int64)

@@ -91,6 +91,20 @@ def save(path: str | os.PathLike, state_dict: Mapping[str, Any], *, optimizer: s
         CheckpointError: a group's lr is a plain callable (only
             ``numba_adam.schedules`` schedules can be stored).
     """
+    write_checkpoint(path, *contents(state_dict, optimizer=optimizer, dtype=dtype,
+                                     shapes=shapes, params=params))
+
+
+def contents(state_dict: Mapping[str, Any], *, optimizer: str, dtype: np.dtype,
+             shapes: Sequence[tuple], params: Sequence[np.ndarray] | None = None
+             ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
+    """The numba_adam header and the named arrays (lists of pieces) a checkpoint of
+    ``state_dict`` holds; ``save`` writes them with ``write_checkpoint``.
+
+    Only the pieces' dtypes and sizes shape the file (``file_layout``), so a
+    writer that holds part of the state (one rank's shard) can pass stand-ins
+    of the right dtype and size and write its own bytes where they fall.
+    """
     groups, arrays = [], {}
     state = state_dict["state"]
     for gi, saved in enumerate(state_dict["param_groups"]):
@@ -123,7 +137,98 @@ def save(path: str | os.PathLike, state_dict: Mapping[str, Any], *, optimizer: s
                   optimizer=optimizer, dtype=str(np.dtype(dtype)), groups=groups)
     if any("state_bits" in t for g in groups for t in g["tensors"]):
         header["q8_codes"] = _codes.CODE_VERSION
-    write_checkpoint(path, header, arrays)
+    return header, arrays
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """Where everything goes in a format-3 file: the bytes before the data, each array's
+    dtype and absolute file offset (arrays in ``order``), and the checksum's place."""
+
+    head: bytes                 # length prefix and safetensors header, checksum placeholder
+    numba_adam_header: bytes    # the checksummed header text (precedes the data in the CRC)
+    order: list[str]
+    dtypes: dict[str, np.dtype]
+    offsets: dict[str, int]
+    checksum_at: int
+    size: int                   # the whole file's length in bytes
+
+
+def file_layout(header: dict[str, Any], arrays: Mapping[str, Sequence[Any]]) -> FileLayout:
+    """Lay out ``header`` and named arrays (lists of pieces; only their dtypes and sizes
+    count) as a format-3 file.
+
+    Raises:
+        CheckpointError: the header cannot be stored as JSON.
+    """
+    dtypes = {name: (np.result_type(*parts) if parts else np.dtype(np.float32)).newbyteorder("<")
+              for name, parts in arrays.items()}
+    order = sorted(arrays, key=lambda name: -dtypes[name].itemsize)   # stable: keeps alignment
+    directory, tensors, offset = {}, {}, 0
+    for name in order:
+        count = sum(int(np.size(p)) for p in arrays[name])
+        nbytes = count * dtypes[name].itemsize
+        directory[name] = dict(dtype=dtypes[name].str, count=count, offset=offset)
+        tensors[name] = dict(dtype=_SAFETENSORS_DTYPES[dtypes[name].str], shape=[count],
+                             data_offsets=[offset, offset + nbytes])
+        offset += nbytes
+    try:
+        inner = json.dumps(dict(header, arrays=directory), allow_nan=False,
+                           default=_not_serialisable)
+    except ValueError as exc:
+        raise CheckpointError(f"cannot save: {exc}") from None
+    metadata = {"checksum": _CHECKSUM_PLACEHOLDER, "format": FORMAT_NAME,
+                "format_version": str(FORMAT_VERSION), "numba_adam": inner}
+    header_bytes = json.dumps({"__metadata__": metadata, **tensors}).encode()
+    header_bytes += b" " * (-(8 + len(header_bytes)) % _ALIGN)   # data starts 64-byte aligned
+    head = struct.pack("<Q", len(header_bytes)) + header_bytes
+    base = len(head)
+    return FileLayout(head, inner.encode(), order, dtypes,
+                      {name: base + directory[name]["offset"] for name in order},
+                      8 + header_bytes.index(_CHECKSUM_PLACEHOLDER.encode()), base + offset)
+
+
+def format_checksum(crc: int) -> bytes:
+    """The checksum field's bytes for a CRC-32 of the header text followed by the data."""
+    return _format_checksum(crc).encode()
+
+
+def temporary_path(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(target, temporary file) for an atomic write of ``path``: the target with symlinks
+    resolved, and a fresh name beside it that crashed writers' leftovers never collide
+    with (their stale temporaries are removed first)."""
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        _remove_stale_temporaries(folder, path.name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                   dir=folder)
+        os.close(fd)
+    except OSError as exc:
+        raise CheckpointError(f"cannot save checkpoint to {path}: {exc.strerror or exc}") \
+            from None
+    return path, Path(tmp)
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Make the written temporary ``tmp`` the checkpoint ``path`` (fsync, keep an existing
+    file's mode, replace atomically, fsync the folder)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode) if path.is_file() else None
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise CheckpointError(f"cannot save checkpoint to {path}: {exc.strerror or exc}") \
+            from None
+    _fsync_directory(path.parent if str(path.parent) else Path("."))
 
 
 def write_checkpoint(path: str | os.PathLike, header: dict[str, Any],
@@ -147,54 +252,20 @@ def write_checkpoint(path: str | os.PathLike, header: dict[str, Any],
         CheckpointError: the header cannot be stored as JSON, or the file
             cannot be written (the message names the path and the reason).
     """
-    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
-    dtypes = {name: (np.result_type(*parts) if parts else np.dtype(np.float32)).newbyteorder("<")
-              for name, parts in arrays.items()}
-    pieces = {name: [np.ascontiguousarray(np.asarray(p).ravel(order="C"), dtype=dtypes[name])
-                     for p in parts] for name, parts in arrays.items()}
-    order = sorted(pieces, key=lambda name: -dtypes[name].itemsize)   # stable: keeps alignment
-    directory, tensors, offset = {}, {}, 0
-    for name in order:
-        count = sum(p.size for p in pieces[name])
-        nbytes = count * dtypes[name].itemsize
-        directory[name] = dict(dtype=dtypes[name].str, count=count, offset=offset)
-        tensors[name] = dict(dtype=_SAFETENSORS_DTYPES[dtypes[name].str], shape=[count],
-                             data_offsets=[offset, offset + nbytes])
-        offset += nbytes
+    layout = file_layout(header, arrays)
+    pieces = {name: [np.ascontiguousarray(np.asarray(p).ravel(order="C"),
+                                          dtype=layout.dtypes[name]) for p in arrays[name]]
+              for name in layout.order}
+    views = [memoryview(p).cast("B") for name in layout.order for p in pieces[name] if p.size]
+    path, tmp = temporary_path(path)
     try:
-        inner = json.dumps(dict(header, arrays=directory), allow_nan=False,
-                           default=_not_serialisable)
-    except ValueError as exc:
-        raise CheckpointError(f"cannot save: {exc}") from None
-    metadata = {"checksum": _CHECKSUM_PLACEHOLDER, "format": FORMAT_NAME,
-                "format_version": str(FORMAT_VERSION), "numba_adam": inner}
-    header_bytes = json.dumps({"__metadata__": metadata, **tensors}).encode()
-    header_bytes += b" " * (-(8 + len(header_bytes)) % _ALIGN)   # data starts 64-byte aligned
-    checksum_at = 8 + header_bytes.index(_CHECKSUM_PLACEHOLDER.encode())
-    views = [memoryview(p).cast("B") for name in order for p in pieces[name] if p.size]
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode) if path.is_file() else None
-        _remove_stale_temporaries(folder, path.name)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                                   dir=folder)
-    except OSError as exc:
-        raise CheckpointError(f"cannot save checkpoint to {path}: {exc.strerror or exc}") \
-            from None
-    try:
-        checksum = _Checksum(inner.encode(), views)
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(header_bytes)))
-            f.write(header_bytes)
+        checksum = _Checksum(layout.numba_adam_header, views)
+        with open(tmp, "r+b") as f:
+            f.write(layout.head)
             for view in views:
                 f.write(view)
-            f.seek(checksum_at)
+            f.seek(layout.checksum_at)
             f.write(checksum.result().encode())
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -202,7 +273,7 @@ def write_checkpoint(path: str | os.PathLike, header: dict[str, Any],
             raise CheckpointError(f"cannot save checkpoint to {path}: "
                                   f"{exc.strerror or exc}") from None
         raise
-    _fsync_directory(folder)
+    commit(tmp, path)
 
 
 class _Checksum:

@@ -303,10 +303,17 @@ class Optimizer:
         self._zero_spans = _grad_spans(self._specs)
         self._layout_stale = False
         options = self._storage_options()
-        return Engine(self._specs, [a for a, _, _ in options],
-                      np.dtype(self._specs[0].array.dtype),
-                      "cuda" if is_cuda_array(self._specs[0].array) else "cpu",
-                      [b for _, b, _ in options], [s for _, _, s in options])
+        return self._make_engine(self._specs, [a for a, _, _ in options],
+                                 np.dtype(self._specs[0].array.dtype),
+                                 "cuda" if is_cuda_array(self._specs[0].array) else "cpu",
+                                 [b for _, b, _ in options], [s for _, _, s in options])
+
+    def _make_engine(self, specs: list[TensorSpec], amsgrad_by_group: list[bool],
+                     dtype: np.dtype, device: str, bits_by_group: list[int],
+                     min_8bit_sizes: list[int]) -> Any:
+        """The engine that holds the state and steps ``specs`` (a subclass may hold the state
+        elsewhere, e.g. one rank's shard: ``numba_adam.distributed``)."""
+        return Engine(specs, amsgrad_by_group, dtype, device, bits_by_group, min_8bit_sizes)
 
     def _rebuild_engine(self) -> None:
         """A new engine after parameters or AMSGrad settings changed; the state carries over."""
