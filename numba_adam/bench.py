@@ -704,7 +704,7 @@ def plot(summary: dict[str, list[dict]], dtype, amsgrad: bool, path: str) -> str
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", default="1e6,1e7",
+    parser.add_argument("--sizes", default=None,
                         help="comma-separated single-tensor sizes (default 1e6,1e7; the DRAM "
                              "case here is 6e7)")
     parser.add_argument("--no-models", action="store_true",
@@ -729,14 +729,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jit", action="store_true",
                         help="add numba_adam.jit cases: jit.step in @njit against opt.step() "
                              "from Python, and per-sample step_rows against inline Adam")
+    parser.add_argument("--mpi", action="store_true",
+                        help="time data-parallel steps instead (numba_adam.distributed over "
+                             "mpiexec, --mpi-ranks ranks of one thread) against one process "
+                             "and torch's ZeroRedundancyOptimizer; --sizes defaults to 1e7")
+    parser.add_argument("--mpi-ranks", type=int, default=2, help="ranks for --mpi (default 2)")
+    parser.add_argument("--mpi-tensors", type=int, default=100,
+                        help="equal tensors the --mpi model is split into (default 100)")
+    parser.add_argument("--mpi-steps", type=int, default=20,
+                        help="timed steps per --mpi launch (default 20)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--plot", metavar="FILE.png", help="write GB/s vs size (matplotlib)")
+
+
+def _run_mpi(args: argparse.Namespace, torch_available: bool, progress) -> int:
+    import importlib.util
+
+    from . import _bench_mpi
+    if importlib.util.find_spec("mpi4py") is None:
+        print("numba-adam bench --mpi needs mpi4py: pip install 'numba-adam[mpi]'",
+              file=sys.stderr)
+        return 2
+    if args.mpi_ranks < 2 or args.mpi_tensors < 1 or args.mpi_steps < 1:
+        print("numba-adam bench: --mpi-ranks must be >= 2, --mpi-tensors and --mpi-steps >= 1",
+              file=sys.stderr)
+        return 2
+    sizes = args.size_list if args.sizes_given else [10_000_000]
+    summaries = _bench_mpi.run_mpi(sizes, args.mpi_tensors, args.mpi_ranks, args.repeats,
+                                   args.mpi_steps, torch_available, progress)
+    if args.json:
+        print(json.dumps(dict(mpi=summaries), indent=1))
+    else:
+        print("\n".join(_bench_mpi.format_mpi(summaries, _spread)).lstrip("\n"))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     import importlib.util
     dtype = np.dtype(args.dtype)
     torch_available = importlib.util.find_spec("torch") is not None and not args.no_torch
+    args.sizes_given = args.sizes is not None
+    args.sizes = args.sizes if args.sizes_given else "1e6,1e7"
     try:
         args.size_list = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
     except ValueError:
@@ -756,6 +789,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     progress = (lambda msg: None) if args.json else (
         lambda msg: print(f"  ... {msg}", file=sys.stderr, flush=True))
+    if args.mpi:
+        return _run_mpi(args, torch_available, progress)
     results = []
     for case in build_cases(args, torch_available):
         results += run_case(case, args, progress)
