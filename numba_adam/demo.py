@@ -9,6 +9,7 @@ backward pass writes straight into the buffer's gradient views, so each
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -123,6 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, default=256, help="hidden width (default 256)")
     parser.add_argument("--batch", type=int, default=256, help="batch size (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel over MPI: launch with mpiexec -n P; each rank "
+                             "takes a share of every batch (numba_adam.distributed)")
     parser.add_argument("--out", type=Path, default=Path("numba-adam-demo"),
                         help="folder for the loss curve and checkpoint (default ./numba-adam-demo)")
 
@@ -143,12 +147,64 @@ def build_schedule(name: str, lr: float, steps: int):
 
 
 def build_optimizer(args: argparse.Namespace, buf: ParamBuffer):
-    from .optim import Adam, AdamW
     lr = build_schedule(args.schedule, args.lr, args.steps)
+    if getattr(args, "distributed", False):
+        from .distributed import DistributedAdam as Adam, DistributedAdamW as AdamW
+    else:
+        from .optim import Adam, AdamW
     if args.optimizer == "adamw":
         return AdamW(buf, lr=lr, amsgrad=args.amsgrad, weight_decay=1e-4,
                      state_bits=args.state_bits)
     return Adam(buf, lr=lr, amsgrad=args.amsgrad, state_bits=args.state_bits)
+
+
+class _Ranks:
+    """Who this process is in a --distributed run (one process otherwise)."""
+
+    def __init__(self, distributed: bool) -> None:
+        self.comm = None
+        self.rank, self.size, self.threads = 0, 1, None
+        if distributed:
+            from mpi4py import MPI
+            self.comm = MPI.COMM_WORLD
+            self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+            self.threads = self._share_cores()
+
+    def _share_cores(self) -> int:
+        """Give each rank its share of this machine's cores, for numba_adam and BLAS.
+
+        Ranks on one machine that each run a thread per core oversubscribe it
+        (the 2-rank demo ran 50x slower with OpenBLAS's default threads).  The
+        demo, a program of its own, sets this; numba_adam never does on import.
+        """
+        from mpi4py import MPI
+
+        from . import set_num_threads
+        local = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+        threads = max(1, cores // local)
+        set_num_threads(threads)
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            print("numba-adam demo: threadpoolctl is not installed, so NumPy's BLAS keeps its "
+                  "own thread count; pip install 'numba-adam[mpi]', or set "
+                  f"OMP_NUM_THREADS={threads} when launching", file=sys.stderr)
+        else:
+            threadpool_limits(threads)
+        return threads
+
+    def share(self, batch: np.ndarray) -> np.ndarray:
+        """This rank's near-equal share of a batch every rank drew alike."""
+        return np.array_split(batch, self.size)[self.rank]
+
+    def mean(self, value: float, weight: int) -> float:
+        """The batch-weighted mean of a per-rank value (the whole batch's loss)."""
+        if self.comm is None:
+            return value
+        total = self.comm.allreduce(np.array([value * weight, weight], np.float64))
+        return float(total[0] / total[1])
 
 
 def write_curve(losses: list[float], out: Path) -> str:
@@ -179,6 +235,15 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         print("numba-adam demo: --steps must be at least 1", file=sys.stderr)
         return 2
+    if args.distributed:
+        import importlib.util
+        if importlib.util.find_spec("mpi4py") is None:
+            print("numba-adam demo --distributed needs mpi4py: pip install 'numba-adam[mpi]', "
+                  "then mpiexec -n 2 numba-adam demo --distributed", file=sys.stderr)
+            return 2
+    ranks = _Ranks(args.distributed)
+    if ranks.rank != 0:   # one report: rank 0's (every rank has the same parameters)
+        sys.stdout = open(os.devnull, "w")
     classes = 5
     x, y = make_spirals(12_000, classes, args.seed)
     x_train, y_train, x_test, y_test = x[:10_000], y[:10_000], x[10_000:], y[10_000:]
@@ -203,17 +268,21 @@ def run(args: argparse.Namespace) -> int:
           f"{f', {args.state_bits}-bit state' if args.state_bits != 32 else ''} "
           f"({opt.state_nbytes / 2**20:.1f} MiB), lr {args.lr} "
           f"({args.schedule}), {args.steps} steps of batch {args.batch} on "
-          f"{classes}-arm spirals" + (f", resuming after step {done}" if done else ""))
+          f"{classes}-arm spirals" + (f", resuming after step {done}" if done else "")
+          + (f", data-parallel over {ranks.size} ranks (state "
+             f"{opt.state_nbytes / 2**20:.1f} MiB per rank, {ranks.threads} thread(s) each)"
+             if args.distributed else ""))
 
     rng = np.random.default_rng([args.seed + 2, done])
     first_loss = None
     optimizer_seconds = 0.0
     first_step_seconds = None
-    progress = Progress(args.steps)
+    progress = Progress(args.steps, sys.stdout)
     start = time.perf_counter()
     for step in range(args.steps):
-        batch = rng.integers(0, len(x_train), args.batch)
-        losses.append(loss_and_grads(buf, x_train[batch], y_train[batch]))
+        batch = ranks.share(rng.integers(0, len(x_train), args.batch))
+        losses.append(ranks.mean(loss_and_grads(buf, x_train[batch], y_train[batch]),
+                                 len(batch)))
         first_loss = losses[-1] if first_loss is None else first_loss
         t0 = time.perf_counter()
         opt.step()
@@ -241,5 +310,6 @@ def run(args: argparse.Namespace) -> int:
     opt.save(checkpoint, params=True)
     print(f"checkpoint: {checkpoint} after step {opt.param_groups[0].updates} "
           f"(continue with --resume)")
-    print(write_curve(losses, args.out))
+    if ranks.rank == 0:
+        print(write_curve(losses, args.out))
     return 0
