@@ -48,6 +48,10 @@ def test_default_mode_is_close_to_one_process(ranks):
     check(mpirun(ranks, "default"))
 
 
+def test_ranks_without_any_state_still_step_save_and_load(tmp_path):
+    check(mpirun(3, "tiny", str(tmp_path / "tiny.ckpt")))
+
+
 def test_plain_arrays_and_sparse_gradients_take_the_packed_path():
     """Fortran-ordered plain arrays, and IndexedSlices densified before the reduction."""
     check(mpirun(3, "plain_arrays"))
