@@ -61,10 +61,10 @@ import numpy as np
 
 try:
     from mpi4py import MPI
-except ImportError as _missing:   # pragma: no cover - depends on the environment
-    raise ImportError("numba_adam.distributed needs mpi4py and an MPI library: pip install "
-                      "'numba-adam[mpi]' (mpi4py and the mpich wheel), or mpi4py built "
-                      "against the system MPI") from _missing
+except (ImportError, RuntimeError) as _missing:   # no mpi4py, or no MPI library for it to load
+    raise ImportError(f"numba_adam.distributed needs mpi4py and an MPI library ({_missing}): "
+                      f"pip install 'numba-adam[mpi]' (mpi4py and the mpich wheel), or "
+                      f"mpi4py built against the system MPI") from _missing
 
 from numba import njit
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("mpi4py", reason="numba_adam.distributed needs mpi4py (numba-adam[mpi])")
+pytest.importorskip("mpi4py.MPI", reason="numba_adam.distributed needs mpi4py and an MPI "
+                    "library (numba-adam[mpi])")
 
 WORKER = Path(__file__).parent / "mpi" / "worker.py"
 MPIEXEC = shutil.which("mpiexec", path=os.pathsep.join(
