@@ -530,7 +530,7 @@ class DistributedAdam(Adam):
             super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
                              decoupled_weight_decay=decoupled_weight_decay,
                              state_bits=state_bits, seed=seed, min_8bit_size=min_8bit_size)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:   # agreed on by every rank, so none waits in a collective
             failure = exc
         _mpi_failure(comm, failure, f"{type(self).__name__}()")
         self._check_replicas()
@@ -620,7 +620,7 @@ class DistributedAdam(Adam):
                                 "gradients with step(grads=[...])")
             for group in self._groups:
                 group.next_lr()
-        except (TypeError, ValueError, KeyError) as exc:
+        except Exception as exc:   # agreed on by every rank, so none waits in a collective
             failure = exc
         _mpi_failure(self._comm, failure, "step()")
         with _abort_on_failure(self._comm, "step()"):
@@ -638,7 +638,7 @@ class DistributedAdam(Adam):
         failure = None
         try:
             super().load(path, params)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:   # agreed on by every rank, so none waits in a collective
             failure = exc
         _mpi_failure(self._comm, failure, "load()")
 
@@ -657,7 +657,7 @@ class DistributedAdam(Adam):
             plan = self._file_plan(params)
             if root:
                 target, tmp = checkpoint.temporary_path(path)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:   # agreed on by every rank, so none waits in a collective
             failure = exc
         _mpi_failure(comm, failure, "save()")
         layout, writes = plan

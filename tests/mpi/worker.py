@@ -196,6 +196,21 @@ def scenario_refusals() -> None:
     assert opt.param_groups[0].updates == 1
     opt.step(gradient(1, RANK, buf))   # and it steps on
     assert opt.param_groups[0].updates == 2
+    failing = [False]
+
+    def lr(step):   # a user schedule that fails on one rank only
+        if failing[0]:
+            raise ZeroDivisionError("simulated schedule failure")
+        return 0.05
+    opt.param_groups[0]["lr"] = lr
+    failing[0] = RANK == RANKS - 1
+    try:
+        opt.step(gradient(2, RANK, buf))
+    except RuntimeError as exc:   # an unlisted type: every rank raises RuntimeError alike
+        assert f"rank {RANKS - 1}: simulated schedule failure" in str(exc), exc
+    else:
+        raise AssertionError("a failing schedule on one rank was ignored")
+    assert opt.param_groups[0].updates == 2
     try:
         opt.step_rows(0, [1], np.zeros((1, 256), np.float32))
     except TypeError as exc:
