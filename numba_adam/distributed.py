@@ -68,7 +68,7 @@ except (ImportError, RuntimeError) as _missing:   # no mpi4py, or no MPI library
 
 from numba import njit
 
-from . import _checks, _crc32, checkpoint
+from . import _checks, _cpu, _crc32, checkpoint
 from ._config import ITEM_LENGTH, ITEM_TENSOR, SCALAR_COLUMNS
 from ._codes import BLOCK, blocks
 from ._engine import Engine, checked_gradient
@@ -196,6 +196,17 @@ class ShardedEngine:
             else None
         self._divisor = np.full(1, self.ranks, self.dtype)
         self._factors = np.ones(len(specs), self.dtype)
+        # MPI counts and displacements, and clipping's tables, fixed for the engine's life
+        self.displs = self.bounds[:-1].tolist()
+        mine = self.counts[r]
+        self._parts_layout = ([mine] * self.ranks, [mine * k for k in range(self.ranks)])
+        self._item_layout = (np.diff(self.item_bounds).tolist(), self.item_bounds[:-1].tolist())
+        self._item_sums = np.zeros(len(full.items), np.float64)
+        self._item_tensor = np.ascontiguousarray(full.items[:, ITEM_TENSOR])
+        self._no_extra_sums = np.zeros(len(specs))
+        self._tensor_sums = np.zeros(len(specs))
+        self._no_clipnorms = np.full(full.n_groups, -1.0)
+        self._payload = (self.size - mine) * self.dtype.itemsize   # bytes for other ranks
         # the rank's pieces: (tensor, first element, end) within its run
         base, numel = full.index_base, full.numels
         first = np.clip(lo - base, 0, numel)
@@ -273,7 +284,7 @@ class ShardedEngine:
 
     def bind_grads(self, grads: Sequence[Any]) -> list:
         """Pack the given gradients (sparse ones densified) and reduce them."""
-        checked = [checked_gradient(g, s, self.dtype, _cpu_backend()) for g, s in
+        checked = [checked_gradient(g, s, self.dtype, _cpu) for g, s in
                    zip(grads, self.specs)]
         stage = self._stage()
         for t, g in enumerate(checked):
@@ -293,14 +304,12 @@ class ShardedEngine:
         lo, hi = int(self.bounds[rank]), int(self.bounds[rank + 1])
         with _abort_on_failure(comm, "the gradient reduction"):
             if self.deterministic:
-                displs = self.bounds[:-1].tolist()
-                mine = self.counts[rank]
-                comm.Alltoallv([send, (self.counts, displs)],
-                               [self._parts, ([mine] * ranks, [mine * k for k in range(ranks)])])
+                comm.Alltoallv([send, (self.counts, self.displs)],
+                               [self._parts, self._parts_layout])
                 out = self.mean if self.shard_state else self.mean[lo:hi]
-                ordered_mean(self._parts.reshape(ranks, mine), self._divisor, out)
+                ordered_mean(self._parts.reshape(ranks, self.counts[rank]), self._divisor, out)
                 if not self.shard_state:
-                    comm.Allgatherv(MPI.IN_PLACE, [self.mean, (self.counts, displs)])
+                    comm.Allgatherv(MPI.IN_PLACE, [self.mean, (self.counts, self.displs)])
             else:
                 if self.shard_state:
                     comm.Reduce_scatter(send, self.mean, recvcounts=self.counts, op=MPI.SUM)
@@ -308,8 +317,7 @@ class ShardedEngine:
                     comm.Allreduce(send, self.mean, op=MPI.SUM)
                 np.divide(self.mean, self.dtype.type(ranks), out=self.mean)
         # the per-rank payload of a bandwidth-optimal reduce-scatter (all-reduce: twice it)
-        self.bytes_sent += (self.size - self.counts[rank]) * self.dtype.itemsize * \
-            (1 if self.shard_state else 2)
+        self.bytes_sent += self._payload * (1 if self.shard_state else 2)
         if self.inner is not None:
             self.inner.bind_buffer_grads()
 
@@ -325,23 +333,18 @@ class ShardedEngine:
                 self.inner.clip_by_norm(None, None)
             self._factors[:] = 1
             return
-        full = self.layout
-        n_items = len(full.items)
+        sums = self._item_sums
+        local = self.inner.item_sums_of_squares() if self.inner is not None else sums[:0]
         if self.shard_state:
-            sums = np.zeros(n_items, np.float64)
-            local = (self.inner.item_sums_of_squares() if self.inner is not None
-                     else np.zeros(0, np.float64))
-            item_counts = np.diff(self.item_bounds).tolist()
             with _abort_on_failure(self.comm, "the gradient norms"):
-                self.comm.Allgatherv(local, [sums, (item_counts, self.item_bounds[:-1].tolist())])
+                self.comm.Allgatherv(local, [sums, self._item_layout])
         else:
-            sums = self.inner.item_sums_of_squares()
-        from ._cpu import clip_scales_kernel
-        n = len(self.specs)
-        clip_scales_kernel(sums, np.ascontiguousarray(full.items[:, ITEM_TENSOR]), full.groups,
-                           np.zeros(n), np.full(full.n_groups, -1.0) if clipnorms is None
-                           else clipnorms, -1.0 if global_clipnorm is None
-                           else float(global_clipnorm), np.zeros(n), self._factors)
+            sums = local
+        _cpu.clip_scales_kernel(sums, self._item_tensor, self.layout.groups,
+                                self._no_extra_sums,
+                                self._no_clipnorms if clipnorms is None else clipnorms,
+                                -1.0 if global_clipnorm is None else float(global_clipnorm),
+                                self._tensor_sums, self._factors)
         if self.inner is not None:
             self.inner.set_clip_factors(self._factors[self.piece_tensor])
 
@@ -356,8 +359,8 @@ class ShardedEngine:
         if self.shard_state and self.ranks > 1:
             with _abort_on_failure(self.comm, "the parameter all-gather"):
                 self.comm.Allgatherv(MPI.IN_PLACE, [self._flat_params,
-                                                    (self.counts, self.bounds[:-1].tolist())])
-            self.bytes_sent += (self.size - self.counts[self.rank]) * self.dtype.itemsize
+                                                    (self.counts, self.displs)])
+            self.bytes_sent += self._payload
         if not self.in_place:
             for t, s in enumerate(self.specs):
                 np.copyto(s.array, self._tensor_region(self._flat_params, t))
@@ -384,11 +387,6 @@ class ShardedEngine:
         if t not in self.piece_range:
             return None
         return int(np.searchsorted(self.piece_tensor, t))
-
-
-def _cpu_backend() -> Any:
-    from . import _cpu
-    return _cpu
 
 
 class ShardState:
@@ -607,7 +605,7 @@ class DistributedAdam(Adam):
                     raise ValueError(f"expected {len(self._specs)} gradients (one per "
                                      f"parameter, in parameter-group order), got {len(grads)}")
                 for g, spec in zip(grads, self._specs):
-                    checked_gradient(g, spec, self.dtype, _cpu_backend())
+                    checked_gradient(g, spec, self.dtype, _cpu)
                 lazy = [i for i, g in enumerate(grads) if isinstance(g, IndexedSlices) and
                         self._groups[self._specs[i].group].get("lazy_sparse", False)]
                 if lazy:
