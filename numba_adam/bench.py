@@ -17,6 +17,9 @@ Three kinds of case:
 - **loop**: a training-loop iteration (two 256x256 matmuls, then the step),
   against the same loop with a serial same-bytes kernel in place of the step,
   and the in-loop step against the bare step of the same model on one thread.
+  The same-bytes kernel's in-loop and bare steps are shown too: what any
+  kernel moving these bytes loses between matmuls (caches, clocks after a
+  pause) is not the optimizer's doing.
 - **neighbour**: PyTorch's fused step and matmul, and NumPy's matmul, in a
   process that imported numba_adam and stepped it, against a process that did
   not.
@@ -261,10 +264,19 @@ def _bare_one_thread(shapes, dtype, amsgrad, rng):
     return _numba_adam(shapes, dtype, amsgrad, rng)
 
 
+def _bare_same_bytes(shapes, dtype, amsgrad, rng):
+    n = int(sum(np.prod(s) for s in shapes))
+    return SameBytes(n, dtype, amsgrad, serial=True, rng=rng)
+
+
+# The bare same-bytes kernel tells how much slower any kernel moving these bytes runs
+# between matmuls than back to back (caches and clocks after the pause), so the in-loop
+# step's ratio can be read against it.
 LOOP_IMPLEMENTATIONS: dict[str, Callable] = {
     "numba_adam in the loop": _loop_numba_adam,
     "serial same-bytes kernel in the loop": _loop_same_bytes,
     "numba_adam bare, 1 thread": _bare_one_thread,
+    "serial same-bytes kernel bare": _bare_same_bytes,
 }
 
 
@@ -511,13 +523,17 @@ def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dic
             loop = rows["numba_adam in the loop"]
             same = rows["serial same-bytes kernel in the loop"]
             bare = rows["numba_adam bare, 1 thread"]
+            same_bare = rows["serial same-bytes kernel bare"]
             out["loop"].append(dict(
                 case=case, params=loop.params, iteration_seconds=loop.median,
                 same_bytes_iteration_seconds=same.median,
                 in_loop_step_seconds=float(np.median(loop.step_seconds)),
                 bare_one_thread_step_seconds=bare.median,
                 iteration_over_same_bytes=ratio(loop, same),
-                in_loop_step_over_bare_one_thread=ratio(loop, bare, step=True)))
+                in_loop_step_over_bare_one_thread=ratio(loop, bare, step=True),
+                same_bytes_in_loop_step_seconds=float(np.median(same.step_seconds)),
+                same_bytes_bare_step_seconds=same_bare.median,
+                same_bytes_in_loop_over_bare=ratio(same, same_bare, step=True)))
         elif case.startswith("jit "):
             out["jit"].append(_bench_jit.summarise_jit(rows, case, ratio))
         elif case == "good neighbour":
@@ -641,7 +657,10 @@ def format_tables(summary: dict[str, list[dict]]) -> str:
                 f"{_spread(row['iteration_over_same_bytes'])} the same loop with a serial "
                 f"same-bytes kernel; step in the loop {row['in_loop_step_seconds'] * 1e6:.0f} "
                 f"us, {_spread(row['in_loop_step_over_bare_one_thread'])} the bare 1-thread "
-                f"step ({row['bare_one_thread_step_seconds'] * 1e6:.0f} us)")
+                f"step ({row['bare_one_thread_step_seconds'] * 1e6:.0f} us); the same-bytes "
+                f"kernel {row['same_bytes_in_loop_step_seconds'] * 1e6:.0f} us in the loop, "
+                f"{_spread(row['same_bytes_in_loop_over_bare'])} its bare "
+                f"{row['same_bytes_bare_step_seconds'] * 1e6:.0f} us")
     if summary["jit"]:
         lines += _bench_jit.format_jit(summary["jit"], _spread)
     if summary["neighbour"]:

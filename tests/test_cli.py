@@ -81,6 +81,10 @@ def test_bench_runs_each_implementation_in_its_own_process_and_reports_ratios():
     assert ratio["low"] <= ratio["median"] <= ratio["high"]
     assert [r["case"] for r in out["loop"]] == ["training loop, 68k", "training loop, 1M"]
     assert all(r["in_loop_step_seconds"] > 0 for r in out["loop"])
+    assert all(r["same_bytes_in_loop_step_seconds"] > 0 and r["same_bytes_bare_step_seconds"] > 0
+               for r in out["loop"])
+    spread = out["loop"][0]["same_bytes_in_loop_over_bare"]
+    assert spread["low"] <= spread["median"] <= spread["high"]
 
 
 def test_bench_state_bits_reports_formats_and_the_bandwidth_model():
