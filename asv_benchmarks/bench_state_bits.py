@@ -4,9 +4,9 @@ memory, and each format's compute cost per element (the input of the README's mo
 import numpy as np
 
 import numba_adam
-from numba_adam.bench import bytes_per_param, median_seconds
+from numba_adam.bench import SameBytes, bytes_per_param, median_seconds
 
-from .common import warm_optimizer
+from .common import roofline_ratio, warm_optimizer
 
 
 class StateBits:
@@ -16,9 +16,11 @@ class StateBits:
     def setup(self, size, state_bits):
         self.buf, self.opt = warm_optimizer(size, state_bits=state_bits)
         self.base_buf, self.base = warm_optimizer(size, state_bits=32)
-        for _ in range(10):   # past the serial/split trial of both
+        self.roofline = SameBytes(size)
+        for _ in range(10):   # past the serial/split trial of all three
             self.opt.step()
             self.base.step()
+            self.roofline()
 
     def time_step(self, size, state_bits):
         self.opt.step()
@@ -38,6 +40,15 @@ class StateBits:
         return float(np.median(base) / np.median(ours))
 
     track_speed_over_32_bit_state.unit = "ratio"
+
+    def track_time_over_roofline(self, size, state_bits):
+        """Step time over the time the same-bytes kernel would take to move this format's
+        bytes (its 32-bit time scaled by the bytes moved): 1.0 is the memory-bus limit."""
+        scale = (bytes_per_param(np.float32, False, state_bits)
+                 / bytes_per_param(np.float32, False))
+        return roofline_ratio(self.opt.step, self.roofline) / scale
+
+    track_time_over_roofline.unit = "ratio"
 
     def track_state_bytes_per_param(self, size, state_bits):
         return self.opt.state_nbytes / size
