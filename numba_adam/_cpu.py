@@ -372,61 +372,107 @@ def _scratch(dtype):
         np.empty(STATE_CHUNK, dtype)
 
 
-# Every kernel is serial over a range of its work and releases the GIL; ``_threads.run``
-# spreads a launch over numba_adam's sleeping worker threads (see ``_threads``).
+# Every kernel is serial over its work and releases the GIL; ``_threads.Splitter`` runs
+# a launch on the caller, or on the caller and numba_adam's sleeping worker threads at
+# once, each claiming runs of work from a shared schedule (see ``_threads``).
 _kernel = njit(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 
 
+@njit(inline="always")
+def claim(schedule, lo, hi, again):
+    """The next run of work units (``lo2, hi2``) for this thread of a launch.
+
+    Without a schedule (an empty array) it is ``lo .. hi`` once.  A schedule is
+    ``[next, edge_0, ..., edge_R]``: run r is units ``edge_r .. edge_{r+1} - 1``,
+    and ``next`` (0 at the launch) counts the runs taken, claimed atomically, so
+    a thread that starts late or runs slowly simply takes fewer runs.  An empty
+    run (``hi, hi``) means the work is done.
+    """
+    if schedule.size == 0:
+        return (hi, hi) if again else (lo, hi)
+    r = _bits.fetch_add(schedule.ctypes.data, 1)
+    if r + 2 >= schedule.size:
+        return hi, hi
+    return schedule[r + 1], schedule[r + 2]
+
+
 @_kernel
-def adam_items_range(lo, hi, items, tensors, scalars, grad_scales, m, v, v_max):
-    """Update the 32-bit-state tensors of work items ``lo`` .. ``hi - 1``."""
-    for item in range(lo, hi):
-        _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max)
+def adam_items_range(lo, hi, schedule, items, tensors, scalars, grad_scales, m, v, v_max):
+    """Update the 32-bit-state tensors of work items ``lo`` .. ``hi - 1`` (or the runs
+    this thread claims from ``schedule``, see :func:`claim`)."""
+    a, b = claim(schedule, lo, hi, False)
+    while a < b:
+        for item in range(a, b):
+            _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max)
+        a, b = claim(schedule, lo, hi, True)
 
 
 # One kernel per state format (two for 8 bits), each compiled only when a model needs it:
 # in one kernel with the 32-bit path they made every first compile 10x longer (1 -> 11 s).
 @_kernel
-def adam_items16_range(lo, hi, items, tensors, scalars, grad_scales, like, codes16, keys):
-    """Update the 16-bit-state tensors of work items ``lo`` .. ``hi - 1``."""
-    for item in range(lo, hi):
-        _update_item16(item, items, tensors, scalars, grad_scales, like, codes16, keys)
+def adam_items16_range(lo, hi, schedule, items, tensors, scalars, grad_scales, like, codes16,
+                       keys):
+    """Update the 16-bit-state tensors of work items ``lo`` .. ``hi - 1`` (or claimed runs)."""
+    a, b = claim(schedule, lo, hi, False)
+    while a < b:
+        for item in range(a, b):
+            _update_item16(item, items, tensors, scalars, grad_scales, like, codes16, keys)
+        a, b = claim(schedule, lo, hi, True)
 
 
 @_kernel
-def adam_items8_range(lo, hi, items, tensors, scalars, grad_scales, like, codes8, absmax):
-    """Update the 8-bit-state tensors without AMSGrad of work items ``lo`` .. ``hi - 1``."""
+def adam_items8_range(lo, hi, schedule, items, tensors, scalars, grad_scales, like, codes8,
+                      absmax):
+    """Update the 8-bit-state tensors without AMSGrad of work items ``lo`` .. ``hi - 1``
+    (or claimed runs)."""
     sm, sv, _ = _scratch(like.dtype)
-    for item in range(lo, hi):
-        _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absmax, sm, sv)
+    a, b = claim(schedule, lo, hi, False)
+    while a < b:
+        for item in range(a, b):
+            _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absmax,
+                          sm, sv)
+        a, b = claim(schedule, lo, hi, True)
 
 
 @_kernel
-def adam_items8_amsgrad_range(lo, hi, items, tensors, scalars, grad_scales, like, codes8,
-                              absmax):
-    """Update the 8-bit-state tensors with AMSGrad of work items ``lo`` .. ``hi - 1``."""
+def adam_items8_amsgrad_range(lo, hi, schedule, items, tensors, scalars, grad_scales, like,
+                              codes8, absmax):
+    """Update the 8-bit-state tensors with AMSGrad of work items ``lo`` .. ``hi - 1``
+    (or claimed runs)."""
     sm, sv, svm = _scratch(like.dtype)
-    for item in range(lo, hi):
-        _update_item8_amsgrad(item, items, tensors, scalars, grad_scales, like, codes8,
-                              absmax, sm, sv, svm)
+    a, b = claim(schedule, lo, hi, False)
+    while a < b:
+        for item in range(a, b):
+            _update_item8_amsgrad(item, items, tensors, scalars, grad_scales, like, codes8,
+                                  absmax, sm, sv, svm)
+        a, b = claim(schedule, lo, hi, True)
+
+
+@njit(inline="always", error_model="numpy")
+def _item_sum_squares(item, items, tensors, like):
+    """Work item ``item``'s sum of squared gradient elements in float64 (0 if skipped)."""
+    t = items[item, ITEM_TENSOR]
+    n = items[item, ITEM_LENGTH]
+    if tensors[t, SKIP] != 0:
+        return 0.0
+    g = carray(_pointer_like(tensors[t, GRAD_AT] + items[item, ITEM_BEGIN] * like.itemsize,
+                             like), n)
+    total = 0.0
+    for i in range(n):
+        x = np.float64(g[i])
+        total += x * x
+    return total
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def sum_squares_range(lo, hi, items, tensors, like, out):
-    """Sum of squared gradient elements of work items ``lo`` .. ``hi - 1``, in float64."""
-    for item in range(lo, hi):
-        t = items[item, ITEM_TENSOR]
-        n = items[item, ITEM_LENGTH]
-        if tensors[t, SKIP] != 0:
-            out[item] = 0.0
-            continue
-        g = carray(_pointer_like(tensors[t, GRAD_AT] + items[item, ITEM_BEGIN] * like.itemsize,
-                                 like), n)
-        total = 0.0
-        for i in range(n):
-            x = np.float64(g[i])
-            total += x * x
-        out[item] = total
+def sum_squares_range(lo, hi, schedule, items, tensors, like, out):
+    """Sum of squared gradient elements of work items ``lo`` .. ``hi - 1`` (or claimed
+    runs), in float64."""
+    a, b = claim(schedule, lo, hi, False)
+    while a < b:
+        for item in range(a, b):
+            out[item] = _item_sum_squares(item, items, tensors, like)
+        a, b = claim(schedule, lo, hi, True)
 
 
 @_kernel
@@ -757,8 +803,8 @@ def _row_views(state, i: int, shape: tuple, dtype: np.dtype) -> tuple:
 
 def grad_sum_squares(plan: Plan, item_sums: np.ndarray) -> None:
     """Per-item float64 sums of squared gradients (tensors that are skipped give 0)."""
-    _threads.run_shares(sum_squares_range, plan.splitter.chosen,
-                        (plan.items, plan.tensors, plan.like, item_sums))
+    plan.splitter.launch_as_chosen(sum_squares_range, plan.items, plan.tensors, plan.like,
+                                   item_sums)
 
 
 def clip_scales(plan: Plan, item_sums, extra_sums, clipnorms, global_clipnorm: float,

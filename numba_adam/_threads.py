@@ -6,10 +6,11 @@ Why not Numba's ``parallel=True``: its OpenMP pool spins after every launch
 cores from the next BLAS call: a 68k-parameter loop iteration measured 16x
 slower.  The usual fix, ``OMP_WAIT_POLICY=passive``, is process-wide: it
 slows every other OpenMP library (torch's fused Adam on small tensors 8x).
-So the kernels here are serial ``nogil`` functions over a range of work, and
-a launch splits the range over this pool: the calling thread runs the first
-share, each worker one more, and a worker then blocks on a lock (a futex
-wait in the OS, using no CPU) until the next launch.  Numba's own threading
+So the kernels here are serial ``nogil`` functions over their work, and a
+split launch runs one on the calling thread and on each worker at once: each
+claims runs of work items from a shared schedule (an atomic counter) until
+none are left, and a worker then blocks on a lock (a futex wait in the OS,
+using no CPU) until the next launch.  Numba's own threading
 layer is never started, and nothing in the process environment changes.
 
 The thread count is ``set_num_threads(n)``, by default Numba's
@@ -26,6 +27,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 _lock = threading.Lock()
 _pool: _Pool | None = None
@@ -122,19 +125,25 @@ def run(fn: Callable[..., Any], shares: Sequence[tuple]) -> None:
         pool.busy.release()
 
 
-def split(weights: Sequence[int] | Any, parts: int) -> list[tuple[int, int]]:
-    """Cut ``range(len(weights))`` into at most ``parts`` contiguous, non-empty ranges of
-    about equal total weight."""
-    import numpy as np
-    weights = np.asarray(weights, dtype=np.int64)
-    n = len(weights)
-    parts = max(1, min(parts, n))
-    if parts == 1:
-        return [(0, n)]
-    ends = np.cumsum(weights)
-    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, parts) / parts, side="left") + 1
-    edges = sorted({0, n, *(int(min(max(c, 1), n - 1)) for c in cuts)})
-    return list(zip(edges[:-1], edges[1:]))
+# A split launch's runs hold at least this much weight (elements): claiming one costs an
+# atomic add, so small work items are claimed together.
+RUN_WEIGHT = 1 << 15
+# The empty schedule: a kernel given it runs its ``lo .. hi`` on the calling thread.
+NO_SCHEDULE = np.zeros(0, dtype=np.int64)
+
+
+def schedule_of(weights: Sequence[int] | Any) -> Any:
+    """A launch schedule (see ``_cpu.claim``): ``[0, edges...]``, runs of consecutive units
+    of at least ``RUN_WEIGHT`` weight each (the last may be lighter)."""
+    edges, run = [0], 0
+    for unit, weight in enumerate(weights):
+        run += int(weight)
+        if run >= RUN_WEIGHT:
+            edges.append(unit + 1)
+            run = 0
+    if edges[-1] != len(weights):
+        edges.append(len(weights))
+    return np.array([0, *edges], dtype=np.int64)
 
 
 # Below SERIAL_BELOW elements a launch always runs on the caller (waking a thread costs
@@ -153,31 +162,41 @@ FIRST_RETRIAL = 50          # the first choice is made at start-up, often under 
 
 
 class Splitter:
-    """Runs a range kernel over ``weights``' units: serially or split over the threads."""
+    """Runs a kernel over ``weights``' units: serially, or on the caller and the workers at
+    once, each claiming runs of units from a shared schedule as it becomes free.
+
+    Claiming rather than cutting equal shares matters because a sleeping worker
+    starts late (waking one took ~90 µs on this project's 2-core VM, a fifth of a
+    1e6-parameter step) and a shared machine slows one thread at a time: the caller
+    starts at once and each thread takes more or less work as it goes.  Results do
+    not depend on which thread updates which unit.
+
+    Kernels take ``(lo, hi, schedule, *args)`` and follow ``_cpu.claim``.
+    """
 
     def __init__(self, elements: int, weights: Any) -> None:
         self.elements = elements
         self.weights = weights
         self._threads = 0
-        self.chosen: list[tuple[int, int]] = [(0, len(weights))]
+        self._schedule = schedule_of(weights)
+        self._runs = len(self._schedule) - 2
+        self.split_chosen = False
         self._trial: dict[str, list[float]] | None = None
         self._retrial_in: int | None = None
 
     def _reset(self, threads: int) -> None:
         self._threads = threads
-        serial = [(0, len(self.weights))]
-        split_shares = split(self.weights, threads) if threads > 1 else serial
-        self._candidates = {"serial": serial, "split": split_shares}
+        self._parts = max(1, min(threads, self._runs))
         self._trial = None
         self._retrial_in = None
         self._units = len(self.weights)
-        self._always_serial = len(split_shares) == 1 or self.elements < SERIAL_BELOW
+        self._always_serial = self._parts == 1 or self.elements < SERIAL_BELOW
         if self._always_serial:
-            self.chosen = serial
+            self.split_chosen = False
         elif self.elements >= SPLIT_FROM:
-            self.chosen = split_shares
+            self.split_chosen = True
         else:
-            self.chosen = serial
+            self.split_chosen = False
             self._start_trial(FIRST_RETRIAL)
 
     def _start_trial(self, next_in: int = RETRIAL_EVERY) -> None:
@@ -186,36 +205,46 @@ class Splitter:
         self._retrial_in = next_in
 
     def launch(self, kernel: Callable[..., Any], *args: Any) -> None:
-        """``kernel(lo, hi, *args)`` over every unit."""
+        """``kernel`` over every unit, serially or split as chosen (timing both at first)."""
         threads = _requested if _requested is not None else get_num_threads()
         if threads != self._threads:
             self._reset(threads)
         if self._always_serial:            # the fast path of small models
-            kernel(0, self._units, *args)
+            kernel(0, self._units, NO_SCHEDULE, *args)
             return
         if self._trial is None:
-            run_shares(kernel, self.chosen, args)
+            self._run(kernel, self.split_chosen, args)
             if self._retrial_in is not None:
                 self._retrial_in -= 1
                 if self._retrial_in <= 0:
                     self._start_trial()
             return
         self._launches += 1
-        mode = "serial" if self._launches == 1 or self._launches % 2 else "split"
+        split_now = self._launches > 1 and self._launches % 2 == 0
         start = time.perf_counter()
-        run_shares(kernel, self._candidates[mode], args)
+        self._run(kernel, split_now, args)
         if self._launches > 1:
-            self._trial[mode].append(time.perf_counter() - start)
+            self._trial["split" if split_now else "serial"].append(time.perf_counter() - start)
         if self._launches > TRIAL_LAUNCHES:
             serial, parallel = min(self._trial["serial"]), min(self._trial["split"])
-            self.chosen = self._candidates["split" if parallel < SPLIT_MUST_WIN_BY * serial
-                                           else "serial"]
+            self.split_chosen = parallel < SPLIT_MUST_WIN_BY * serial
             self._trial = None
 
-    @property
-    def split_chosen(self) -> bool:
-        """Whether launches are split over threads (after the trial)."""
-        return len(self.chosen) > 1
+    def launch_as_chosen(self, kernel: Callable[..., Any], *args: Any) -> None:
+        """``kernel`` over every unit the way this splitter's launches now run, without
+        counting towards its timing (another kernel over the same units)."""
+        threads = _requested if _requested is not None else get_num_threads()
+        if threads != self._threads:
+            self._reset(threads)
+        self._run(kernel, self.split_chosen and not self._always_serial, args)
+
+    def _run(self, kernel: Callable[..., Any], split_now: bool, args: tuple) -> None:
+        if not split_now:
+            kernel(0, self._units, NO_SCHEDULE, *args)
+            return
+        self._schedule[0] = 0
+        share = (0, self._units, self._schedule) + args
+        run(kernel, [share] * self._parts)
 
 
 def run_shares(kernel: Callable[..., Any], shares: list[tuple[int, int]], args: tuple) -> None:

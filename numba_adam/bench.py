@@ -55,6 +55,8 @@ def _same_bytes_kernel():
     if "chunks" not in _kernels:
         from numba import njit
 
+        from ._cpu import claim
+
         @njit(inline="always", fastmath=True, error_model="numpy")
         def touch(p, g, m, v, v_max):   # whole slices: the loop vectorises
             if v_max.size:
@@ -72,11 +74,15 @@ def _same_bytes_kernel():
                     v[i] += a
 
         @njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
-        def same_bytes_chunks(lo, hi, chunk, p, g, m, v, v_max):
-            """Reads p, g, m, v (and v_max), writes p, m, v (and v_max), chunks lo..hi."""
-            for c in range(lo, hi):
-                a, b = c * chunk, min(p.size, (c + 1) * chunk)
-                touch(p[a:b], g[a:b], m[a:b], v[a:b], v_max[a:b] if v_max.size else v_max)
+        def same_bytes_chunks(lo, hi, schedule, chunk, p, g, m, v, v_max):
+            """Reads p, g, m, v (and v_max), writes p, m, v (and v_max), chunks lo..hi
+            (or the runs of chunks claimed from ``schedule``, as the Adam kernels do)."""
+            first, last = claim(schedule, lo, hi, False)
+            while first < last:
+                for c in range(first, last):
+                    a, b = c * chunk, min(p.size, (c + 1) * chunk)
+                    touch(p[a:b], g[a:b], m[a:b], v[a:b], v_max[a:b] if v_max.size else v_max)
+                first, last = claim(schedule, lo, hi, True)
 
         _kernels["chunks"] = same_bytes_chunks
     return _kernels["chunks"]
@@ -95,7 +101,9 @@ class SameBytes:
         self.v_max = np.zeros(n if amsgrad else 0, dtype)
         self._chunk = WORK_ITEM_ELEMENTS
         self._kernel = _same_bytes_kernel()
-        chunks = np.ones(-(-n // WORK_ITEM_ELEMENTS), np.int64)
+        chunks = np.full(-(-n // WORK_ITEM_ELEMENTS), WORK_ITEM_ELEMENTS, np.int64)
+        if n % WORK_ITEM_ELEMENTS:
+            chunks[-1] = n % WORK_ITEM_ELEMENTS
         self._splitter = _threads.Splitter(0 if serial else n, chunks)
 
     def __call__(self) -> None:

@@ -313,6 +313,12 @@ def _kinds_of(handle_type: Any) -> frozenset:
 # a reference on each of its ~35 arrays (atomic counts, about 0.35 us a call).  The
 # kernels a model needs are picked at compile time (from the handle's type) and passed
 # on too, so every kernel adapter below has one signature.
+@njit(inline="always")
+def _serial():
+    """The empty schedule: a range kernel runs all of its lo .. hi on this thread."""
+    return np.empty(0, np.int64)
+
+
 @njit
 def _skip(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, codes8, absmax,
           keys):
@@ -322,29 +328,29 @@ def _skip(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, code
 @njit
 def _run32(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, codes8, absmax,
            keys):
-    _cpu.adam_items_range(np.int64(0), items.shape[0], items, tensors, scalars, grad_scales,
-                          m, v, v_max)
+    _cpu.adam_items_range(np.int64(0), items.shape[0], _serial(), items, tensors, scalars,
+                          grad_scales, m, v, v_max)
 
 
 @njit
 def _run16(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, codes8, absmax,
            keys):
-    _cpu.adam_items16_range(np.int64(0), items.shape[0], items, tensors, scalars, grad_scales,
-                            like, codes16, keys)
+    _cpu.adam_items16_range(np.int64(0), items.shape[0], _serial(), items, tensors, scalars,
+                            grad_scales, like, codes16, keys)
 
 
 @njit
 def _run8(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, codes8, absmax,
           keys):
-    _cpu.adam_items8_range(np.int64(0), items.shape[0], items, tensors, scalars, grad_scales,
-                           like, codes8, absmax)
+    _cpu.adam_items8_range(np.int64(0), items.shape[0], _serial(), items, tensors, scalars,
+                           grad_scales, like, codes8, absmax)
 
 
 @njit
 def _run8_amsgrad(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, codes8,
                   absmax, keys):
-    _cpu.adam_items8_amsgrad_range(np.int64(0), items.shape[0], items, tensors, scalars,
-                                   grad_scales, like, codes8, absmax)
+    _cpu.adam_items8_amsgrad_range(np.int64(0), items.shape[0], _serial(), items, tensors,
+                                   scalars, grad_scales, like, codes8, absmax)
 
 
 def step(handle):
@@ -402,7 +408,8 @@ def _step_body(current, flags, counts, segment_spans, segments, rules, scalars, 
         tensors[t, SKIP] = 0
     # the norm-clipping factors of the bound gradients (as ``Engine.clip_by_norm``)
     if flags[CLIPS]:
-        _cpu.sum_squares_range(np.int64(0), items.shape[0], items, tensors, like, item_sums)
+        _cpu.sum_squares_range(np.int64(0), items.shape[0], _serial(), items, tensors, like,
+                               item_sums)
         extra_sums[:] = 0.0
         _cpu.clip_scales_kernel(item_sums, item_tensor, tensor_group, extra_sums, clipnorms,
                                 global_clipnorm[0], tensor_sums, grad_scales)

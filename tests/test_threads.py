@@ -91,26 +91,74 @@ def test_importing_and_stepping_leaves_the_process_as_it_was():
 
 
 def test_splitter_times_both_ways_then_keeps_the_faster(monkeypatch):
-    from numba_adam import _threads
-    calls = []
+    from numba import njit
 
-    def kernel(lo, hi, out):
-        calls.append((lo, hi))
-        out[lo:hi] += 1
+    from numba_adam import _cpu, _threads
+
+    @njit(nogil=True)
+    def kernel(lo, hi, schedule, out, split):
+        split[0] = schedule.size > 0
+        a, b = _cpu.claim(schedule, lo, hi, False)
+        while a < b:
+            out[a:b] += 1
+            a, b = _cpu.claim(schedule, lo, hi, True)
 
     monkeypatch.setattr(_threads, "get_num_threads", lambda: 2)
-    weights = np.ones(8, np.int64)
-    out = np.zeros(8)
+    weights = np.full(8, _threads.RUN_WEIGHT, np.int64)     # 8 runs of one unit
+    out, split = np.zeros(8), np.zeros(1, np.bool_)
     small = _threads.Splitter(_threads.SERIAL_BELOW - 1, weights)
     large = _threads.Splitter(_threads.SPLIT_FROM, weights)
     middle = _threads.Splitter(_threads.SERIAL_BELOW, weights)
+    modes = {s: [] for s in (small, large, middle)}
     for _ in range(_threads.TRIAL_LAUNCHES + 1):
         for s in (small, large, middle):
-            s.launch(kernel, out)
-    np.testing.assert_array_equal(out, 3 * (_threads.TRIAL_LAUNCHES + 1))
+            s.launch(kernel, out, split)
+            modes[s].append(bool(split[0]))
+    np.testing.assert_array_equal(out, 3 * (_threads.TRIAL_LAUNCHES + 1))  # each unit once
+    assert not any(modes[small]) and all(modes[large])
     assert not small.split_chosen and large.split_chosen
-    assert middle.chosen in ([(0, 8)], [(0, 4), (4, 8)])
-    assert sorted(set(calls)) == [(0, 4), (0, 8), (4, 8)]    # the middle one tried both
+    assert set(modes[middle]) == {True, False}        # the middle one tried both
+    middle.launch(kernel, out, split)
+    assert bool(split[0]) == middle.split_chosen
+
+
+def test_schedule_runs_hold_at_least_the_run_weight():
+    from numba_adam import _threads
+    weights = [10] * 5 + [_threads.RUN_WEIGHT] * 2 + [_threads.RUN_WEIGHT - 1, 1, 3]
+    schedule = _threads.schedule_of(weights)
+    assert schedule[0] == 0
+    edges = schedule[1:].tolist()
+    assert edges[0] == 0 and edges[-1] == len(weights)
+    runs = [sum(weights[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+    assert all(r >= _threads.RUN_WEIGHT for r in runs[:-1]) and runs[-1] > 0
+
+
+def test_a_late_worker_leaves_its_share_to_the_caller():
+    """With the pool busy (another thread's launch), a split launch runs its shares one
+    after another on the caller: the first claims every run, and each unit is done once."""
+    from numba import njit
+
+    from numba_adam import _cpu, _threads
+
+    @njit(nogil=True)
+    def kernel(lo, hi, schedule, out):
+        a, b = _cpu.claim(schedule, lo, hi, False)
+        while a < b:
+            out[a:b] += 1
+            a, b = _cpu.claim(schedule, lo, hi, True)
+
+    schedule = _threads.schedule_of(np.full(6, _threads.RUN_WEIGHT))
+    out = np.zeros(6)
+    pool = _threads._get_pool(1)
+    assert pool.busy.acquire(blocking=False)
+    try:
+        _threads.run(kernel, [(0, 6, schedule, out)] * 2)
+    finally:
+        pool.busy.release()
+    np.testing.assert_array_equal(out, 1)
+    schedule[0] = 0
+    _threads.run(kernel, [(0, 6, schedule, out)] * 2)     # on two threads
+    np.testing.assert_array_equal(out, 2)
 
 
 def _big_run(seed):
