@@ -619,6 +619,13 @@ def as_array(value: Any, label: str) -> np.ndarray:
     return value if type(value) is np.ndarray else np.asarray(value)
 
 
+@njit(cache=True)
+def array_address(a):
+    """The address of ``a``'s first element: what ``a.ctypes.data`` gives, in 0.16 µs
+    instead of 0.9 (it is read for every gradient of every step given as arrays)."""
+    return a.ctypes.data
+
+
 # -- plan ----------------------------------------------------------------------
 # Which range kernel updates a tensor: one per state format, and for 8-bit state
 # one with AMSGrad's third moment and one without (each compiles only when needed).
@@ -685,7 +692,7 @@ class Plan:
             if g is None:       # sparse this step: the tensor is skipped, never read
                 at[i] = self.tensors[i, PARAM_AT]
             elif g.flags.c_contiguous if orders[i] == "C" else g.flags.f_contiguous:
-                at[i] = g.ctypes.data
+                at[i] = array_address(g)
             else:               # laid out unlike its parameter: copied once per step
                 view = self._grad_staging.get(i)
                 if view is None:

@@ -7,7 +7,8 @@ same time.  The old checkout need not have ``numba-adam bench`` or any newer API
     python tools/compare_trees.py /tmp/main-tree . --sizes "" --loop --neighbour
 
 ``--sizes``: bare step times.  Sizes are single tensors, except 294 (the transformer
-model of ``numba-adam bench``) and 10 (ten 1000-element tensors).
+model of ``numba-adam bench``) and 10 (ten 1000-element tensors); a trailing ``a``
+(``294a``) steps plain arrays with a list of gradients instead of a ParamBuffer.
 ``--loop``: a training loop at 68k and 1M parameters (two 256x256 NumPy matmuls, then
 the step): the step inside the loop, the whole iteration over the same loop with a
 serial same-bytes kernel (defined here, the same for both trees), and the bare step on
@@ -28,7 +29,8 @@ STEPS = r"""
 import sys, time, json, numpy as np, numba_adam
 out = {}
 for s in sys.argv[1:]:
-    n = int(float(s))
+    arrays = s.endswith("a")      # plain arrays and a list of gradients, not a ParamBuffer
+    n = int(float(s.rstrip("a")))
     if n == 294:
         from numba_adam.bench import transformer_shapes
         shapes = transformer_shapes()
@@ -37,18 +39,26 @@ for s in sys.argv[1:]:
     else:
         shapes = [(n,)]
     rng = np.random.default_rng(0)
-    buf = numba_adam.ParamBuffer({str(i): rng.standard_normal(sh) for i, sh in
-                                  enumerate(shapes)}, np.float32)
-    buf.grad[:] = rng.standard_normal(buf.size) * 1e-3
-    opt = numba_adam.Adam(buf, lr=1e-6)
-    inner = max(1, int(2e6 / buf.size))
+    if arrays:
+        params = [rng.standard_normal(sh).astype(np.float32) for sh in shapes]
+        grads = [(rng.standard_normal(sh) * 1e-3).astype(np.float32) for sh in shapes]
+        opt = numba_adam.Adam(params, lr=1e-6)
+        step = lambda: opt.step(grads)
+    else:
+        buf = numba_adam.ParamBuffer({str(i): rng.standard_normal(sh) for i, sh in
+                                      enumerate(shapes)}, np.float32)
+        buf.grad[:] = rng.standard_normal(buf.size) * 1e-3
+        opt = numba_adam.Adam(buf, lr=1e-6)
+        step = opt.step
+    size = sum(int(np.prod(sh)) for sh in shapes)
+    inner = max(1, int(2e6 / size))
     for _ in range(3 * inner + 10):
-        opt.step()
+        step()
     times = []
     for _ in range(15):
         start = time.perf_counter()
         for _ in range(inner):
-            opt.step()
+            step()
         times.append((time.perf_counter() - start) / inner)
     out[s] = float(np.median(times))
 print(json.dumps(out))
