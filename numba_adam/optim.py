@@ -396,16 +396,17 @@ class Optimizer:
             engine.bind_buffer_grads()
         else:
             keep_alive = engine.bind_grads(self._align_grads(grads))
-        scalars, keys = engine.group_scalars, engine.group_keys
-        for i, (group, rule) in enumerate(zip(groups, self._rules)):
-            scalars[i] = group_scalars(rule, lr=lrs[i], step=group.updates + 1)
-            if self._seeds[i] is not None:
-                keys[i] = group_key(self._seeds[i], group.updates + 1)
+        scalars, keys, seeds = engine.group_scalars, engine.group_keys, self._seeds
+        updates = [group.updates + 1 for group in groups]
+        for i, rule in enumerate(self._rules):
+            scalars[i] = group_scalars(rule, lr=lrs[i], step=updates[i])
+            if seeds[i] is not None:
+                keys[i] = group_key(seeds[i], updates[i])
         engine.clip_by_norm(self._clipnorms, self._global_clipnorm)
         engine.launch(self._lazy if engine.has_sparse_jobs else None)
         del keep_alive
-        for group in groups:
-            group._set_updates(group.updates + 1)
+        for group, count in zip(groups, updates):
+            group._set_updates(count)
         return loss
 
     def _align_grads(self, grads: Any) -> Sequence[Any]:
