@@ -28,7 +28,7 @@ from numba.extending import intrinsic
 
 from . import _bits, _codes, _formula, _threads
 from ._config import (
-    BETA2, CLIP_VALUE, DECAY, DENOM_SCALE, EPS, FASTMATH, GRAD_AT, GRAD_SIGN, GROUP,
+    BETA2, CLIP_VALUE, DECAY, DENOM_SCALE, EPS, FASTMATH, FLUSH_BELOW, GRAD_AT, GRAD_SIGN, GROUP,
     INDEX_BASE, ITEM_BEGIN, ITEM_LENGTH, ITEM_TENSOR, L2, ONE_MINUS_BETA1, ONE_MINUS_BETA2,
     PARAM_AT, SKIP, STATE_BITS, STATE_CHUNK, STATE_OFFSET, STEP_SIZE, V_OFFSET, VMAX_OFFSET,
     WORK_ITEM_ELEMENTS,
@@ -64,27 +64,28 @@ def _pointer_like(typingctx, address, like):
 def _row_constants(row):
     """A group-scalar row's constants, as the element loops use them."""
     return (row[L2], row[CLIP_VALUE], row[DECAY], row[ONE_MINUS_BETA1], row[BETA2],
-            row[ONE_MINUS_BETA2], row[STEP_SIZE], row[DENOM_SCALE], row[EPS])
+            row[ONE_MINUS_BETA2], row[STEP_SIZE], row[DENOM_SCALE], row[EPS],
+            row[FLUSH_BELOW])
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def _update_range(p, g, mt, vt, vmt, row, grad_scale):
     """Adam update of matching 1-D ranges; ``vmt`` is empty without AMSGrad."""
     (l2, limit, decay, one_minus_beta1, beta2, one_minus_beta2, step_size, denom_scale,
-     eps) = _row_constants(row)
+     eps, flush_below) = _row_constants(row)
     if vmt.size == 0:
         for i in range(p.size):
             gi = effective_grad(g[i], p[i], grad_scale, l2, limit)
-            mi = first_moment(mt[i], gi, one_minus_beta1)
-            vi = second_moment(vt[i], gi, beta2, one_minus_beta2)
+            mi = first_moment(mt[i], gi, one_minus_beta1, flush_below)
+            vi = second_moment(vt[i], gi, beta2, one_minus_beta2, flush_below)
             mt[i] = mi
             vt[i] = vi
             p[i] = param_update(p[i], mi, vi, decay, step_size, denom_scale, eps)
     else:
         for i in range(p.size):
             gi = effective_grad(g[i], p[i], grad_scale, l2, limit)
-            mi = first_moment(mt[i], gi, one_minus_beta1)
-            vi = second_moment(vt[i], gi, beta2, one_minus_beta2)
+            mi = first_moment(mt[i], gi, one_minus_beta1, flush_below)
+            vi = second_moment(vt[i], gi, beta2, one_minus_beta2, flush_below)
             vmi = amsgrad_max(vmt[i], vi)
             mt[i] = mi
             vt[i] = vi
@@ -206,12 +207,13 @@ def _update_range16(p, g, mc, vc, vmc, row, grad_scale, key, index):
     update, then stochastic rounding with the hash of (key, ``index`` + i); ``vmc`` is
     empty without AMSGrad.  (One loop, no scratch: 16-bit state needs no block scale.)"""
     (l2, limit, decay, one_minus_beta1, beta2, one_minus_beta2, step_size, denom_scale,
-     eps) = _row_constants(row)
+     eps, flush_below) = _row_constants(row)
     if vmc.size == 0:
         for i in range(p.size):
             gi = effective_grad(g[i], p[i], grad_scale, l2, limit)
-            mi = first_moment(bf16_decode(mc[i]), gi, one_minus_beta1)
-            vi = second_moment(bf16_decode(vc[i]), gi, beta2, one_minus_beta2)
+            mi = first_moment(bf16_decode(mc[i]), gi, one_minus_beta1, flush_below)
+            vi = second_moment(bf16_decode(vc[i]), gi, beta2, one_minus_beta2,
+                               flush_below)
             r = random_bits(key, index + i)
             mc[i] = bf16_encode(float32(mi), r & 0xFFFF)
             vc[i] = bf16_encode(float32(vi), r >> 16)
@@ -219,8 +221,9 @@ def _update_range16(p, g, mc, vc, vmc, row, grad_scale, key, index):
     else:
         for i in range(p.size):
             gi = effective_grad(g[i], p[i], grad_scale, l2, limit)
-            mi = first_moment(bf16_decode(mc[i]), gi, one_minus_beta1)
-            vi = second_moment(bf16_decode(vc[i]), gi, beta2, one_minus_beta2)
+            mi = first_moment(bf16_decode(mc[i]), gi, one_minus_beta1, flush_below)
+            vi = second_moment(bf16_decode(vc[i]), gi, beta2, one_minus_beta2,
+                               flush_below)
             vmi = amsgrad_max(bf16_decode(vmc[i]), vi)
             r = random_bits(key, index + i)
             mc[i] = bf16_encode(float32(mi), r & 0xFFFF)
@@ -234,13 +237,14 @@ def _update_block8(p, g, mc, vc, m_scale, v_scale, row, grad_scale, sm, sv):
     """First pass over one 8-bit block without AMSGrad: decode, the element update, and the
     new moments into ``sm``/``sv`` for encoding; returns the pattern maxima of |m|, |v|."""
     (l2, limit, decay, one_minus_beta1, beta2, one_minus_beta2, step_size, denom_scale,
-     eps) = _row_constants(row)
+     eps, flush_below) = _row_constants(row)
     top_m = 0
     top_v = 0
     for i in range(p.size):
         gi = effective_grad(g[i], p[i], grad_scale, l2, limit)
-        mi = first_moment(m8_decode(mc[i]) * m_scale, gi, one_minus_beta1)
-        vi = second_moment(v8_decode(vc[i]) * v_scale, gi, beta2, one_minus_beta2)
+        mi = first_moment(m8_decode(mc[i]) * m_scale, gi, one_minus_beta1, flush_below)
+        vi = second_moment(v8_decode(vc[i]) * v_scale, gi, beta2, one_minus_beta2,
+                           flush_below)
         sm[i] = mi
         sv[i] = vi
         top_m = max(top_m, magnitude_bits(float32(mi)))

@@ -25,8 +25,8 @@ from numba import config, cuda, float32, float64, int64
 
 from . import _codes, _formula
 from ._config import (
-    BETA2, CLIP_VALUE, CUDA_BLOCK_SIZE, DECAY, DENOM_SCALE, EPS, GRAD_SIGN, GROUP, INDEX_BASE,
-    ITEM_BEGIN, ITEM_COLUMNS, ITEM_LENGTH, ITEM_TENSOR, L2, ONE_MINUS_BETA1, ONE_MINUS_BETA2,
+    BETA2, CLIP_VALUE, CUDA_BLOCK_SIZE, DECAY, DENOM_SCALE, EPS, FLUSH_BELOW, GRAD_SIGN, GROUP,
+    INDEX_BASE, ITEM_BEGIN, ITEM_COLUMNS, ITEM_LENGTH, ITEM_TENSOR, L2, ONE_MINUS_BETA1, ONE_MINUS_BETA2,
     PARAM_AT, SCALAR_COLUMNS, SKIP, STATE_BITS, STATE_CHUNK, STATE_OFFSET, STEP_SIZE, V_OFFSET,
     VMAX_OFFSET, WORK_ITEM_ELEMENTS,
 )
@@ -67,8 +67,8 @@ else:
 def update_one(p, pi, g, m, v, si, v_max, vi, row, grad_scale):
     """Adam update of element ``pi`` of p (state at ``si``, v_max at ``vi`` or -1)."""
     gi = effective_grad(g, p[pi], grad_scale, row[L2], row[CLIP_VALUE])
-    mi = first_moment(m[si], gi, row[ONE_MINUS_BETA1])
-    v_new = second_moment(v[si], gi, row[BETA2], row[ONE_MINUS_BETA2])
+    mi = first_moment(m[si], gi, row[ONE_MINUS_BETA1], row[FLUSH_BELOW])
+    v_new = second_moment(v[si], gi, row[BETA2], row[ONE_MINUS_BETA2], row[FLUSH_BELOW])
     m[si] = mi
     v[si] = v_new
     if vi >= 0:
