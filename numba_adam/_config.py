@@ -26,7 +26,7 @@ STEP_SIZE = 6
 DENOM_SCALE = 7
 EPS = 8
 CLIP_VALUE = 9     # gradients are clamped to [-CLIP_VALUE, CLIP_VALUE] (inf: off)
-FLUSH_BELOW = 10   # moments smaller in magnitude are stored as zero (see _formula)
+FLUSH_BELOW = 10   # moments smaller in magnitude are stored as zero (_formula.SMALLEST_MOMENT)
 SCALAR_COLUMNS = 11
 
 # Columns of the tensor table (int64), one row per tensor.  Where a tensor's

@@ -13,7 +13,7 @@ One parameterisation covers every supported rule (torch, Keras, MLX):
   L2 weight decay (as ``torch.optim.Adam`` adds it after negating)
 * moments:   ``m += (1 - b1) * (g - m)`` (torch's ``lerp``),
   ``v = b2 * v + (1 - b2) * g * g``; a moment whose magnitude falls below
-  ``FLUSH_BELOW`` (2**-126, float32's smallest normal number) is stored as 0.
+  ``SMALLEST_MOMENT`` (2**-126, float32's smallest normal number) is stored as 0.
   A parameter whose gradient stays zero (a dead unit, an unused embedding
   row) has its m shrink by b1 a step into subnormal numbers, and x86 CPUs
   compute with those 10-100x slower: 13% of the demo's moments went subnormal
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 # Moments below this magnitude are stored as zero: float32's smallest normal number, in
 # every dtype, so results do not depend on the backend or dtype's subnormal speed.
-FLUSH_BELOW = 2.0 ** -126
+SMALLEST_MOMENT = 2.0 ** -126
 
 
 def effective_grad(g, p, grad_scale, l2, limit):
@@ -167,5 +167,5 @@ def scalar_row(beta1, beta2, eps, weight_decay, decoupled, maximize, epsilon_hat
         denom_scale,
         eps,
         clipvalue,
-        FLUSH_BELOW,
+        SMALLEST_MOMENT,
     )

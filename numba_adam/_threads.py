@@ -204,11 +204,14 @@ class Splitter:
         self._launches = 0
         self._retrial_in = next_in
 
-    def launch(self, kernel: Callable[..., Any], *args: Any) -> None:
-        """``kernel`` over every unit, serially or split as chosen (timing both at first)."""
+    def _follow_thread_count(self) -> None:
         threads = _requested if _requested is not None else get_num_threads()
         if threads != self._threads:
             self._reset(threads)
+
+    def launch(self, kernel: Callable[..., Any], *args: Any) -> None:
+        """``kernel`` over every unit, serially or split as chosen (timing both at first)."""
+        self._follow_thread_count()
         if self._always_serial:            # the fast path of small models
             kernel(0, self._units, NO_SCHEDULE, *args)
             return
@@ -233,9 +236,7 @@ class Splitter:
     def launch_as_chosen(self, kernel: Callable[..., Any], *args: Any) -> None:
         """``kernel`` over every unit the way this splitter's launches now run, without
         counting towards its timing (another kernel over the same units)."""
-        threads = _requested if _requested is not None else get_num_threads()
-        if threads != self._threads:
-            self._reset(threads)
+        self._follow_thread_count()
         self._run(kernel, self.split_chosen and not self._always_serial, args)
 
     def _run(self, kernel: Callable[..., Any], split_now: bool, args: tuple) -> None:

@@ -128,6 +128,11 @@ def even_shapes(total: int, tensors: int) -> list[tuple[int, ...]]:
     return [(base + (1 if i < total % tensors else 0),) for i in range(tensors)]
 
 
+def _size(shapes) -> int:
+    """Elements in all of ``shapes``."""
+    return int(sum(np.prod(s) for s in shapes))
+
+
 def bytes_per_param(dtype, amsgrad: bool, state_bits: int = 32) -> float:
     """Bytes a step moves per parameter: p read and written, g read, each moment read and
     written (8-bit state: plus its block scales)."""
@@ -223,7 +228,7 @@ def _torch(kind: str):
 
 
 def _roofline(shapes, dtype, amsgrad, rng):
-    return SameBytes(int(sum(np.prod(s) for s in shapes)), dtype, amsgrad, rng=rng)
+    return SameBytes(_size(shapes), dtype, amsgrad, rng=rng)
 
 
 STEP_IMPLEMENTATIONS: dict[str, Callable] = {
@@ -262,8 +267,7 @@ def _loop_numba_adam(shapes, dtype, amsgrad, rng):
 
 
 def _loop_same_bytes(shapes, dtype, amsgrad, rng):
-    n = int(sum(np.prod(s) for s in shapes))
-    return _loop(SameBytes(n, dtype, amsgrad, serial=True, rng=rng))
+    return _loop(SameBytes(_size(shapes), dtype, amsgrad, serial=True, rng=rng))
 
 
 def _bare_one_thread(shapes, dtype, amsgrad, rng):
@@ -273,8 +277,7 @@ def _bare_one_thread(shapes, dtype, amsgrad, rng):
 
 
 def _bare_same_bytes(shapes, dtype, amsgrad, rng):
-    n = int(sum(np.prod(s) for s in shapes))
-    return SameBytes(n, dtype, amsgrad, serial=True, rng=rng)
+    return SameBytes(_size(shapes), dtype, amsgrad, serial=True, rng=rng)
 
 
 # The bare same-bytes kernel tells how much slower any kernel moving these bytes runs

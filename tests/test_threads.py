@@ -90,10 +90,12 @@ def test_importing_and_stepping_leaves_the_process_as_it_was():
     assert float(out.stdout.strip()) < 0.05, out.stdout
 
 
-def test_splitter_times_both_ways_then_keeps_the_faster(monkeypatch):
+def _count_units_kernel():
+    """A range kernel that adds 1 to ``out`` over the units it gets or claims, and records
+    in ``split[0]`` whether it ran from a schedule."""
     from numba import njit
 
-    from numba_adam import _cpu, _threads
+    from numba_adam import _cpu
 
     @njit(nogil=True)
     def kernel(lo, hi, schedule, out, split):
@@ -102,7 +104,12 @@ def test_splitter_times_both_ways_then_keeps_the_faster(monkeypatch):
         while a < b:
             out[a:b] += 1
             a, b = _cpu.claim(schedule, lo, hi, True)
+    return kernel
 
+
+def test_splitter_times_both_ways_then_keeps_the_faster(monkeypatch):
+    from numba_adam import _threads
+    kernel = _count_units_kernel()
     monkeypatch.setattr(_threads, "get_num_threads", lambda: 2)
     weights = np.full(8, _threads.RUN_WEIGHT, np.int64)     # 8 runs of one unit
     out, split = np.zeros(8), np.zeros(1, np.bool_)
@@ -136,28 +143,19 @@ def test_schedule_runs_hold_at_least_the_run_weight():
 def test_a_late_worker_leaves_its_share_to_the_caller():
     """With the pool busy (another thread's launch), a split launch runs its shares one
     after another on the caller: the first claims every run, and each unit is done once."""
-    from numba import njit
-
-    from numba_adam import _cpu, _threads
-
-    @njit(nogil=True)
-    def kernel(lo, hi, schedule, out):
-        a, b = _cpu.claim(schedule, lo, hi, False)
-        while a < b:
-            out[a:b] += 1
-            a, b = _cpu.claim(schedule, lo, hi, True)
-
+    from numba_adam import _threads
+    kernel = _count_units_kernel()
     schedule = _threads.schedule_of(np.full(6, _threads.RUN_WEIGHT))
-    out = np.zeros(6)
+    out, split = np.zeros(6), np.zeros(1, np.bool_)
     pool = _threads._get_pool(1)
     assert pool.busy.acquire(blocking=False)
     try:
-        _threads.run(kernel, [(0, 6, schedule, out)] * 2)
+        _threads.run(kernel, [(0, 6, schedule, out, split)] * 2)
     finally:
         pool.busy.release()
     np.testing.assert_array_equal(out, 1)
     schedule[0] = 0
-    _threads.run(kernel, [(0, 6, schedule, out)] * 2)     # on two threads
+    _threads.run(kernel, [(0, 6, schedule, out, split)] * 2)     # on two threads
     np.testing.assert_array_equal(out, 2)
 
 
