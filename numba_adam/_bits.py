@@ -75,17 +75,6 @@ NATIVE = {"random_bits": random_bits, "bf16_decode": bf16_decode}
 
 
 @intrinsic
-def fetch_add(typingctx, address, value):
-    """Atomically add ``value`` to the int64 at ``address`` (an int64); returns the value
-    it held before (threads sharing out a launch claim work with it)."""
-    def codegen(context, builder, signature, args):
-        pointer = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
-        return builder.atomic_rmw("add", pointer, args[1], "seq_cst")
-
-    return types.int64(types.int64, types.int64), codegen
-
-
-@intrinsic
 def prefetch(typingctx, address):
     """Hint the CPU to fetch the cache line at ``address`` (an int64) for reading."""
     def codegen(context, builder, signature, args):

@@ -6,7 +6,9 @@
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 # Tensors are cut into work items of at most this many elements, so threads
-# share big tensors and one item's loop stays long enough to vectorise.
+# share big tensors and one item's loop stays long enough to vectorise.  Smaller
+# items made threaded steps slower on a 2-core VM (2.6e5 elements: 63 us with
+# 32k items, 69 with 8k, 73 with 4k).
 WORK_ITEM_ELEMENTS = 1 << 15
 
 # Threads per block for the CUDA kernels, and the most blocks a launch uses

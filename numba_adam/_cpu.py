@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numba import carray, float32, njit, types
+from numba import carray, float32, njit, prange, types
 from numba.extending import intrinsic
 
 from . import _bits, _codes, _formula, _threads
@@ -284,24 +284,16 @@ def _item_arrays(item, items, tensors, scalars, grad_scales, like):
 
 
 @njit(inline="always")
-def _updates(item, items, tensors, bits):
+def _updates(item, items, tensors):
     """Whether this launch updates work item ``item``: its tensor is not skipped this step
-    and its state has ``bits`` bits (each format has its own kernel)."""
-    t = items[item, ITEM_TENSOR]
-    return tensors[t, SKIP] == 0 and tensors[t, STATE_BITS] == bits
-
-
-@njit(inline="always")
-def _updates8(item, items, tensors, amsgrad):
-    """``_updates`` for the 8-bit kernels: with AMSGrad's third moment, or without."""
-    t = items[item, ITEM_TENSOR]
-    return _updates(item, items, tensors, 8) and (tensors[t, VMAX_OFFSET] >= 0) == amsgrad
+    (a launch's items are those of one state format: ``Plan.launches``)."""
+    return tensors[items[item, ITEM_TENSOR], SKIP] == 0
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max):
     """Adam update of one work item with 32-bit state: a contiguous range of one tensor."""
-    if not _updates(item, items, tensors, 32):
+    if not _updates(item, items, tensors):
         return
     t, begin, n, p, g, row, grad_scale = _item_arrays(item, items, tensors, scalars,
                                                       grad_scales, m)
@@ -314,7 +306,7 @@ def _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max):
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def _update_item16(item, items, tensors, scalars, grad_scales, like, codes16, keys):
     """Adam update of one work item with 16-bit state: one fused pass (``_update_range16``)."""
-    if not _updates(item, items, tensors, 16):
+    if not _updates(item, items, tensors):
         return
     t, begin, n, p, g, row, grad_scale = _item_arrays(item, items, tensors, scalars,
                                                       grad_scales, like)
@@ -331,7 +323,7 @@ def _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absm
     """Adam update of one work item with 8-bit state and no AMSGrad, a block at a time:
     decode and update in one pass into float scratch arrays of ``STATE_CHUNK`` (``sm``,
     ``sv``), then encode against the block's new absmax."""
-    if not _updates8(item, items, tensors, False):
+    if not _updates(item, items, tensors):
         return
     t, begin, n, p, g, row, grad_scale = _item_arrays(item, items, tensors, scalars,
                                                       grad_scales, like)
@@ -358,7 +350,7 @@ def _update_item8_amsgrad(item, items, tensors, scalars, grad_scales, like, code
                           sv, svm):
     """Adam update of one work item with 8-bit state and AMSGrad, a block at a time: decode
     m, v and v_max into float scratch, the element update, encode."""
-    if not _updates8(item, items, tensors, True):
+    if not _updates(item, items, tensors):
         return
     t, begin, n, p, g, row, grad_scale = _item_arrays(item, items, tensors, scalars,
                                                       grad_scales, like)
@@ -376,80 +368,43 @@ def _scratch(dtype):
         np.empty(STATE_CHUNK, dtype)
 
 
-# Every kernel is serial over its work and releases the GIL; ``_threads.Splitter`` runs
-# a launch on the caller, or on the caller and numba_adam's sleeping worker threads at
-# once, each claiming runs of work from a shared schedule (see ``_threads``).
-_kernel = njit(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+# Each launch is written once, as a ``prange`` over independent work units (work items,
+# row chunks, rows), and compiled twice: ``serial_kernel`` (prange is a plain loop there) and
+# inlined into a ``parallel=True`` twin named ``*_threaded``, which runs it on Numba's
+# TBB layer with numba_adam's thread count (see ``_threads``).  A unit's result does
+# not depend on the thread that computes it, so every thread count gives the same bits.
+serial_kernel = njit(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+_inline = njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+_threaded = njit(nogil=True, cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 
 
-@njit(inline="always")
-def claim(schedule, lo, hi, again):
-    """The next run of work units (``lo2, hi2``) for this thread of a launch.
-
-    Without a schedule (an empty array) it is ``lo .. hi`` once.  A schedule is
-    ``[next, edge_0, ..., edge_R]``: run r is units ``edge_r .. edge_{r+1} - 1``,
-    and ``next`` (0 at the launch) counts the runs taken, claimed atomically, so
-    a thread that starts late or runs slowly simply takes fewer runs.  An empty
-    run (``hi, hi``) means the work is done.
-    """
-    if schedule.size == 0:
-        return (hi, hi) if again else (lo, hi)
-    r = _bits.fetch_add(schedule.ctypes.data, 1)
-    if r + 2 >= schedule.size:
-        return hi, hi
-    return schedule[r + 1], schedule[r + 2]
-
-
-@_kernel
-def adam_items_range(lo, hi, schedule, items, tensors, scalars, grad_scales, m, v, v_max):
-    """Update the 32-bit-state tensors of work items ``lo`` .. ``hi - 1`` (or the runs
-    this thread claims from ``schedule``, see :func:`claim`)."""
-    a, b = claim(schedule, lo, hi, False)
-    while a < b:
-        for item in range(a, b):
-            _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max)
-        a, b = claim(schedule, lo, hi, True)
+def _items32(threads, items, tensors, scalars, grad_scales, m, v, v_max):
+    """Update the 32-bit-state work items ``items``."""
+    for item in prange(items.shape[0]):
+        _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max)
 
 
 # One kernel per state format (two for 8 bits), each compiled only when a model needs it:
 # in one kernel with the 32-bit path they made every first compile 10x longer (1 -> 11 s).
-@_kernel
-def adam_items16_range(lo, hi, schedule, items, tensors, scalars, grad_scales, like, codes16,
-                       keys):
-    """Update the 16-bit-state tensors of work items ``lo`` .. ``hi - 1`` (or claimed runs)."""
-    a, b = claim(schedule, lo, hi, False)
-    while a < b:
-        for item in range(a, b):
-            _update_item16(item, items, tensors, scalars, grad_scales, like, codes16, keys)
-        a, b = claim(schedule, lo, hi, True)
+def _items16(threads, items, tensors, scalars, grad_scales, like, codes16, keys):
+    """Update the 16-bit-state work items ``items``."""
+    for item in prange(items.shape[0]):
+        _update_item16(item, items, tensors, scalars, grad_scales, like, codes16, keys)
 
 
-@_kernel
-def adam_items8_range(lo, hi, schedule, items, tensors, scalars, grad_scales, like, codes8,
-                      absmax):
-    """Update the 8-bit-state tensors without AMSGrad of work items ``lo`` .. ``hi - 1``
-    (or claimed runs)."""
-    sm, sv, _ = _scratch(like.dtype)
-    a, b = claim(schedule, lo, hi, False)
-    while a < b:
-        for item in range(a, b):
-            _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absmax,
-                          sm, sv)
-        a, b = claim(schedule, lo, hi, True)
+def _items8(threads, items, tensors, scalars, grad_scales, like, codes8, absmax):
+    """Update the 8-bit-state work items ``items`` (tensors without AMSGrad)."""
+    for item in prange(items.shape[0]):
+        sm, sv, _ = _scratch(like.dtype)
+        _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absmax, sm, sv)
 
 
-@_kernel
-def adam_items8_amsgrad_range(lo, hi, schedule, items, tensors, scalars, grad_scales, like,
-                              codes8, absmax):
-    """Update the 8-bit-state tensors with AMSGrad of work items ``lo`` .. ``hi - 1``
-    (or claimed runs)."""
-    sm, sv, svm = _scratch(like.dtype)
-    a, b = claim(schedule, lo, hi, False)
-    while a < b:
-        for item in range(a, b):
-            _update_item8_amsgrad(item, items, tensors, scalars, grad_scales, like, codes8,
-                                  absmax, sm, sv, svm)
-        a, b = claim(schedule, lo, hi, True)
+def _items8_amsgrad(threads, items, tensors, scalars, grad_scales, like, codes8, absmax):
+    """Update the 8-bit-state work items ``items`` (tensors with AMSGrad)."""
+    for item in prange(items.shape[0]):
+        sm, sv, svm = _scratch(like.dtype)
+        _update_item8_amsgrad(item, items, tensors, scalars, grad_scales, like, codes8,
+                              absmax, sm, sv, svm)
 
 
 @njit(inline="always", error_model="numpy")
@@ -468,34 +423,27 @@ def _item_sum_squares(item, items, tensors, like):
     return total
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def sum_squares_range(lo, hi, schedule, items, tensors, like, out):
-    """Sum of squared gradient elements of work items ``lo`` .. ``hi - 1`` (or claimed
-    runs), in float64."""
-    a, b = claim(schedule, lo, hi, False)
-    while a < b:
-        for item in range(a, b):
-            out[item] = _item_sum_squares(item, items, tensors, like)
-        a, b = claim(schedule, lo, hi, True)
+def _sum_squares(threads, items, tensors, like, out):
+    """Each work item's sum of squared gradient elements, in float64, into ``out``."""
+    for item in prange(items.shape[0]):
+        out[item] = _item_sum_squares(item, items, tensors, like)
 
 
-@_kernel
-def adam_rows_dense_range(lo, hi, p, m, v, v_max, row_slot, values, row, grad_scale, zeros):
+def _rows_dense(threads, p, m, v, v_max, row_slot, values, row, grad_scale, zeros):
     """Sparse gradient, dense-equivalent (Keras/TF): every row decays and moves.
 
-    Rows are handled in chunks of ``zeros.size // cols`` rows; this updates
-    chunks ``lo`` .. ``hi - 1``.  Row r's gradient is ``values[row_slot[r]]``,
-    or zero where ``row_slot[r] < 0``; runs of zero-gradient rows are updated
-    as one flat range against ``zeros`` (a zero array of at least one chunk of
-    rows), so untouched rows cost what a dense update costs, minus the
-    gradient read.
+    Rows are handled in chunks of ``zeros.size // cols`` rows.  Row r's
+    gradient is ``values[row_slot[r]]``, or zero where ``row_slot[r] < 0``;
+    runs of zero-gradient rows are updated as one flat range against ``zeros``
+    (a zero array of at least one chunk of rows), so untouched rows cost what a
+    dense update costs, minus the gradient read.
     """
     n_rows, cols = p.shape
     chunk_rows = max(1, zeros.size // max(cols, 1))
     pf, mf, vf = p.ravel(), m.ravel(), v.ravel()
     use_vmax = v_max.shape[0] > 0
     vmf = v_max.ravel()
-    for chunk in range(lo, hi):
+    for chunk in prange(-(-n_rows // chunk_rows)):
         r = chunk * chunk_rows
         end = min(r + chunk_rows, n_rows)
         while r < end:
@@ -513,20 +461,22 @@ def adam_rows_dense_range(lo, hi, p, m, v, v_max, row_slot, values, row, grad_sc
             r = last
 
 
-@_kernel
-def adam_rows_lazy_range(lo, hi, p, m, v, v_max, rows, values, row, grad_scale):
-    """Sparse gradient, lazy (TF LazyAdam, torch SparseAdam): only ``rows[lo:hi]`` change
-    (rows are distinct: duplicates were merged before)."""
-    for k in range(lo, hi):
+def _rows_lazy(threads, p, m, v, v_max, rows, values, row, grad_scale):
+    """Sparse gradient, lazy (TF LazyAdam, torch SparseAdam): only ``rows`` change (rows
+    are distinct: duplicates were merged before)."""
+    for k in prange(rows.size):
         r = rows[k]
         vmt = v_max[r] if v_max.shape[0] > 0 else v_max.reshape(0)   # a view, no copy
         _update_range(p[r], values[k], m[r], v[r], vmt, row, grad_scale)
 
 
-@_kernel
-def adam_rows_compact_range(lo, hi, chunks, t, tensors, p, row_slot, values, row, grad_scale,
-                            zeros, lazy, codes16, codes8, absmax, keys):
-    """Sparse gradient on a tensor with 16- or 8-bit state: chunks ``chunks[lo:hi]``.
+# State chunks per unit of the compact row kernel (one scratch allocation each).
+COMPACT_CHUNKS_PER_UNIT = WORK_ITEM_ELEMENTS // STATE_CHUNK
+
+
+def _rows_compact(threads, chunks, t, tensors, p, row_slot, values, row, grad_scale, zeros, lazy,
+                  codes16, codes8, absmax, keys):
+    """Sparse gradient on a tensor with 16- or 8-bit state, over its state ``chunks``.
 
     Each chunk (an 8-bit block) is decoded, its elements in rows with a
     gradient (``row_slot[r] >= 0``) are updated with it, the others with a zero
@@ -538,47 +488,119 @@ def adam_rows_compact_range(lo, hi, chunks, t, tensors, p, row_slot, values, row
     bits = tensors[t, STATE_BITS]
     amsgrad = tensors[t, VMAX_OFFSET] >= 0
     key = keys[tensors[t, GROUP]]
-    sm, sv, svm = _scratch(p.dtype)
     n = p.size
-    for k in range(lo, hi):
-        c0 = chunks[k] * STATE_CHUNK
-        c1 = min(c0 + STATE_CHUNK, n)
-        if bits == 16:
-            _decode_state16(t, tensors, c0, c1 - c0, codes16, sm, sv, svm)
-        else:
-            _decode_state8(t, tensors, c0, c1 - c0, codes8, absmax, sm, sv, svm)
-        e = c0
-        while e < c1:
-            r = e // cols
-            end = min(c1, (r + 1) * cols)
-            slot = row_slot[r]
-            if slot >= 0 or not lazy:
-                a, b = e - c0, end - c0
-                g = values[slot, e - r * cols:end - r * cols] if slot >= 0 else zeros[:end - e]
-                _update_range(p[e:end], g, sm[a:b], sv[a:b], svm[a:b] if amsgrad else svm[:0],
-                              row, grad_scale)
-            e = end
-        if bits == 16:
-            _encode_state16(t, tensors, c0, c1 - c0, codes16, sm, sv, svm, key)
-        else:
-            _encode_state8(t, tensors, c0, c1 - c0, codes8, absmax, sm, sv, svm)
+    per = COMPACT_CHUNKS_PER_UNIT
+    for unit in prange(-(-chunks.size // per)):
+        sm, sv, svm = _scratch(p.dtype)
+        for k in range(unit * per, min(chunks.size, (unit + 1) * per)):
+            c0 = chunks[k] * STATE_CHUNK
+            c1 = min(c0 + STATE_CHUNK, n)
+            if bits == 16:
+                _decode_state16(t, tensors, c0, c1 - c0, codes16, sm, sv, svm)
+            else:
+                _decode_state8(t, tensors, c0, c1 - c0, codes8, absmax, sm, sv, svm)
+            e = c0
+            while e < c1:
+                r = e // cols
+                end = min(c1, (r + 1) * cols)
+                slot = row_slot[r]
+                if slot >= 0 or not lazy:
+                    a, b = e - c0, end - c0
+                    g = values[slot, e - r * cols:end - r * cols] if slot >= 0 \
+                        else zeros[:end - e]
+                    _update_range(p[e:end], g, sm[a:b], sv[a:b],
+                                  svm[a:b] if amsgrad else svm[:0], row, grad_scale)
+                e = end
+            if bits == 16:
+                _encode_state16(t, tensors, c0, c1 - c0, codes16, sm, sv, svm, key)
+            else:
+                _encode_state8(t, tensors, c0, c1 - c0, codes8, absmax, sm, sv, svm)
 
 
-# Sparse row updates change shape every step, so they split by size alone: from about
-# where a split dense step measured faster than a serial one on a 2-core VM (5e5-1e6).
-SPLIT_ROWS_FROM = 1 << 19
+# The serial kernels ...  (They take ``threads`` too, and ignore it: with the threaded
+# twins' signatures, callers in compiled code, ``numba_adam.jit``, choose either at run time.)
+adam_items = serial_kernel(_items32)
+adam_items16 = serial_kernel(_items16)
+adam_items8 = serial_kernel(_items8)
+adam_items8_amsgrad = serial_kernel(_items8_amsgrad)
+sum_squares = njit(nogil=True, cache=True, error_model="numpy")(_sum_squares)
+adam_rows_dense = serial_kernel(_rows_dense)
+adam_rows_lazy = serial_kernel(_rows_lazy)
+adam_rows_compact = serial_kernel(_rows_compact)
+
+# ... and their threaded twins, each the same body inlined under Numba's thread mask (one
+# short function each: Numba inlines no call with *args, and a cached kernel needs a name).
+_items32_body, _items16_body, _items8_body, _items8_amsgrad_body, _rows_dense_body, \
+    _rows_lazy_body, _rows_compact_body = (_inline(f) for f in (
+        _items32, _items16, _items8, _items8_amsgrad, _rows_dense, _rows_lazy, _rows_compact))
+_sum_squares_body = njit(inline="always", error_model="numpy")(_sum_squares)
 
 
-def _rows_launch(kernel, elements: int, units: int, *args) -> None:
-    """``kernel(lo, hi, *args)`` over ``units`` rows or row chunks (``elements`` in all)."""
-    threads = 1
-    if elements >= SPLIT_ROWS_FROM:
-        threads = max(1, min(_threads.get_num_threads(), units))
-    if threads == 1:
-        kernel(0, units, *args)
-        return
-    edges = [units * j // threads for j in range(threads + 1)]
-    _threads.run_shares(kernel, list(zip(edges[:-1], edges[1:])), args)
+@_threaded
+def adam_items_threaded(threads, items, tensors, scalars, grad_scales, m, v, v_max):
+    saved = _threads.enter(threads)
+    _items32_body(threads, items, tensors, scalars, grad_scales, m, v, v_max)
+    _threads.leave(saved)
+
+
+@_threaded
+def adam_items16_threaded(threads, items, tensors, scalars, grad_scales, like, codes16, keys):
+    saved = _threads.enter(threads)
+    _items16_body(threads, items, tensors, scalars, grad_scales, like, codes16, keys)
+    _threads.leave(saved)
+
+
+@_threaded
+def adam_items8_threaded(threads, items, tensors, scalars, grad_scales, like, codes8, absmax):
+    saved = _threads.enter(threads)
+    _items8_body(threads, items, tensors, scalars, grad_scales, like, codes8, absmax)
+    _threads.leave(saved)
+
+
+@_threaded
+def adam_items8_amsgrad_threaded(threads, items, tensors, scalars, grad_scales, like, codes8,
+                                 absmax):
+    saved = _threads.enter(threads)
+    _items8_amsgrad_body(threads, items, tensors, scalars, grad_scales, like, codes8, absmax)
+    _threads.leave(saved)
+
+
+@njit(nogil=True, cache=True, parallel=True, error_model="numpy")
+def sum_squares_threaded(threads, items, tensors, like, out):
+    saved = _threads.enter(threads)
+    _sum_squares_body(threads, items, tensors, like, out)
+    _threads.leave(saved)
+
+
+@_threaded
+def adam_rows_dense_threaded(threads, p, m, v, v_max, row_slot, values, row, grad_scale,
+                             zeros):
+    saved = _threads.enter(threads)
+    _rows_dense_body(threads, p, m, v, v_max, row_slot, values, row, grad_scale, zeros)
+    _threads.leave(saved)
+
+
+@_threaded
+def adam_rows_lazy_threaded(threads, p, m, v, v_max, rows, values, row, grad_scale):
+    saved = _threads.enter(threads)
+    _rows_lazy_body(threads, p, m, v, v_max, rows, values, row, grad_scale)
+    _threads.leave(saved)
+
+
+@_threaded
+def adam_rows_compact_threaded(threads, chunks, t, tensors, p, row_slot, values, row,
+                               grad_scale, zeros, lazy, codes16, codes8, absmax, keys):
+    saved = _threads.enter(threads)
+    _rows_compact_body(threads, chunks, t, tensors, p, row_slot, values, row, grad_scale, zeros, lazy,
+                       codes16, codes8, absmax, keys)
+    _threads.leave(saved)
+
+
+def _launch(serial, threaded, elements: int, units: int, *args) -> None:
+    """``serial``, or ``threaded`` over numba_adam's threads where ``elements`` in ``units``
+    pieces are worth sharing out (``_threads.threaded``)."""
+    (threaded if _threads.threaded(elements, units) else serial)(
+        _threads.THREAD_COUNT[0], *args)
 
 
 def kernel_cache_status() -> str:
@@ -592,7 +614,8 @@ def kernel_cache_status() -> str:
         folders = [Path(__file__).parent / "__pycache__", Path.home() / ".cache" / "numba"]
     index_files = [p.name for folder in folders if folder.is_dir() for p in folder.rglob("*.nbi")]
     found = [any(name.startswith(f"{Path(__file__).stem}.{kernel.py_func.__name__}-")
-                 for name in index_files) for kernel in (adam_items_range, sum_squares_range)]
+                 for name in index_files)
+             for kernel in (adam_items, adam_items_threaded, sum_squares)]
     state = "warm" if all(found) else ("partly warm" if any(found) else "cold")
     return f"{state} ({', '.join(str(f) for f in folders)})"
 
@@ -668,21 +691,21 @@ class Plan:
         self._skipping = False
         self._row_slots: dict[int, np.ndarray] = {}
         self._zeros: np.ndarray | None = None
-        # Serial or split over numba_adam's threads, measured in the first steps: one
-        # splitter per state format's kernel, weighing only the items that kernel updates;
-        # ``splitter`` (the largest format's) also shares out the gradient norms.
-        lengths = self.items[:, ITEM_LENGTH]
+        # Each kernel updates the items of its own state format: the items grouped by
+        # kind in one table, so each launch's work units are only those it updates.
         kinds = np.array([kernel_kind(layout, t) for t in self.item_tensor], dtype=np.int64)
-        self.splitters = {
-            kind: _threads.Splitter(int(lengths[kinds == kind].sum()),
-                                    np.where(kinds == kind, lengths, 0))
-            for kind in sorted(set(kinds.tolist()))}
-        self.splitter = max(self.splitters.values(), key=lambda s: s.elements,
-                            default=_threads.Splitter(0, lengths))
-        self.dense_only = set(self.splitters) <= {KIND_32}
-        # whether a launch may be shared out over threads (else it always runs serially)
-        self.shares_out = any(s.elements >= _threads.SERIAL_BELOW
-                              for s in self.splitters.values())
+        order = np.argsort(kinds, kind="stable")
+        self.kind_items = np.ascontiguousarray(self.items[order])
+        counts = np.bincount(kinds, minlength=4)
+        lengths = self.items[:, ITEM_LENGTH]
+        # per kind: first row in kind_items, number of items, number of elements
+        self.kind_spans = np.array(
+            [(counts[:k].sum(), counts[k], lengths[kinds == k].sum()) for k in range(4)],
+            dtype=np.int64).reshape(4, 3)
+        self.elements = int(lengths.sum())
+        # per kind present: its items (a view) and their element count, for adam_step
+        self.launches = [(k, self.kind_items[s:s + n], int(e))
+                         for k, (s, n, e) in enumerate(self.kind_spans.tolist()) if n]
 
     def bind_buffer_grads(self) -> None:
         """Read every gradient from its ParamBuffer grad view."""
@@ -750,25 +773,22 @@ def adam_step(plan: Plan, scalars: np.ndarray, grad_scales: np.ndarray, state,
     (``keys``: each group's random key for 16-bit rounding)."""
     if plan.staged:
         plan.stage_in()
-    if plan.dense_only:        # the common case, without the loop over formats
-        plan.splitter.launch(adam_items_range, plan.items, plan.tensors, scalars, grad_scales,
-                             state.m, state.v, state.v_max)
-    else:
-        _launch_formats(plan, (plan.items, plan.tensors, scalars, grad_scales), state, keys)
+    tables = (plan.tensors, scalars, grad_scales)
+    for kind, items, elements in plan.launches:
+        if kind == KIND_32:
+            _launch(adam_items, adam_items_threaded, elements, len(items), items, *tables,
+                    state.m, state.v, state.v_max)
+        elif kind == KIND_16:
+            _launch(adam_items16, adam_items16_threaded, elements, len(items), items, *tables,
+                    plan.like, state.codes16, keys)
+        elif kind == KIND_8:
+            _launch(adam_items8, adam_items8_threaded, elements, len(items), items, *tables,
+                    plan.like, state.codes8, state.absmax)
+        else:
+            _launch(adam_items8_amsgrad, adam_items8_amsgrad_threaded, elements, len(items),
+                    items, *tables, plan.like, state.codes8, state.absmax)
     if plan.staged:
         plan.stage_out()
-
-
-def _launch_formats(plan: Plan, tables: tuple, state, keys: np.ndarray) -> None:
-    """One launch per kernel the model's state formats need, each by its own splitter."""
-    for kind, splitter in plan.splitters.items():
-        if kind == KIND_32:
-            splitter.launch(adam_items_range, *tables, state.m, state.v, state.v_max)
-        elif kind == KIND_16:
-            splitter.launch(adam_items16_range, *tables, plan.like, state.codes16, keys)
-        else:
-            splitter.launch(adam_items8_amsgrad_range if kind == KIND_8_AMSGRAD else
-                            adam_items8_range, *tables, plan.like, state.codes8, state.absmax)
 
 
 def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values: np.ndarray,
@@ -783,8 +803,8 @@ def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values:
     plan.stage_in(i)
     if lazy and state.bits(i) == 32:     # the only path that needs no row-slot table
         m, v, v_max = _row_views(state, i, shape, plan.dtype)
-        _rows_launch(adam_rows_lazy_range, values.size, len(rows),
-                     p, m, v, v_max, rows, values, row, scale)
+        _launch(adam_rows_lazy, adam_rows_lazy_threaded, values.size, len(rows),
+                p, m, v, v_max, rows, values, row, scale)
         plan.stage_out(i)
         return
     slot = plan.row_slots(i, shape[0])
@@ -793,14 +813,15 @@ def adam_rows(plan: Plan, scalars: np.ndarray, i: int, rows: np.ndarray, values:
         if state.bits(i) != 32:
             chunks = touched_chunks(rows, shape[1]) if lazy else \
                 np.arange(-(-p.size // STATE_CHUNK), dtype=np.int64)
-            _rows_launch(adam_rows_compact_range, len(chunks) * STATE_CHUNK, len(chunks),
-                         chunks, i, plan.tensors, p.reshape(-1), slot, values, row, scale,
-                         zeros, lazy, state.codes16, state.codes8, state.absmax, keys)
+            _launch(adam_rows_compact, adam_rows_compact_threaded, len(chunks) * STATE_CHUNK,
+                    -(-len(chunks) // COMPACT_CHUNKS_PER_UNIT), chunks, i, plan.tensors,
+                    p.reshape(-1), slot, values, row, scale, zeros, lazy, state.codes16,
+                    state.codes8, state.absmax, keys)
         else:
             m, v, v_max = _row_views(state, i, shape, plan.dtype)
             chunk_rows = max(1, zeros.size // max(shape[1], 1))
-            _rows_launch(adam_rows_dense_range, p.size, -(-shape[0] // chunk_rows),
-                         p, m, v, v_max, slot, values, row, scale, zeros)
+            _launch(adam_rows_dense, adam_rows_dense_threaded, p.size,
+                    -(-shape[0] // chunk_rows), p, m, v, v_max, slot, values, row, scale, zeros)
     finally:
         slot[rows] = -1
     plan.stage_out(i)
@@ -814,8 +835,8 @@ def _row_views(state, i: int, shape: tuple, dtype: np.dtype) -> tuple:
 
 def grad_sum_squares(plan: Plan, item_sums: np.ndarray) -> None:
     """Per-item float64 sums of squared gradients (tensors that are skipped give 0)."""
-    plan.splitter.launch_as_chosen(sum_squares_range, plan.items, plan.tensors, plan.like,
-                                   item_sums)
+    _launch(sum_squares, sum_squares_threaded, plan.elements, plan.item_count, plan.items,
+            plan.tensors, plan.like, item_sums)
 
 
 def clip_scales(plan: Plan, item_sums, extra_sums, clipnorms, global_clipnorm: float,

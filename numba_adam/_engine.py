@@ -208,13 +208,6 @@ class Engine:
                               self.group_keys)
         self._sparse_jobs = []
 
-    def launch_fused(self) -> None:
-        """The fused launch alone, with the scalars, keys and gradient factors as they are
-        (``numba_adam.jit.step`` fills them in compiled code, then calls this for models
-        big enough to share out over numba_adam's threads)."""
-        self.backend.adam_step(self.plan, self.group_scalars, self.grad_scales, self.state,
-                               self.group_keys)
-
     def jit_arrays(self) -> dict[str, Any]:
         """The arrays ``numba_adam.jit`` handles carry (the engine's own, not copies)."""
         if self.device != "cpu":
@@ -233,7 +226,7 @@ class Engine:
             extra_sums=self._extra_sums, m=state.m, v=state.v, v_max=state.v_max,
             like=plan.like, codes16=state.codes16, codes8=state.codes8, absmax=state.absmax,
             kinds=frozenset(self.backend.kernel_kind(layout, t) for t in range(len(layout))),
-            fused_in_python=plan.shares_out, plain=list(self.plain))
+            kind_items=plan.kind_items, kind_spans=plan.kind_spans, plain=list(self.plain))
 
     def clip_factors(self) -> np.ndarray:
         """The gradient factors of the last step (1 where nothing was clipped), on the host."""

@@ -1,255 +1,253 @@
-"""numba_adam's own worker threads: they sleep when idle, so they never take a core from
-anyone else.
+"""numba_adam's threads: Numba's own ``parallel=True`` kernels, on its TBB threading layer.
 
-Why not Numba's ``parallel=True``: its OpenMP pool spins after every launch
-(libgomp's default), and in a training loop those spinning threads take the
-cores from the next BLAS call: a 68k-parameter loop iteration measured 16x
-slower.  The usual fix, ``OMP_WAIT_POLICY=passive``, is process-wide: it
-slows every other OpenMP library (torch's fused Adam on small tensors 8x).
-So the kernels here are serial ``nogil`` functions over their work, and a
-split launch runs one on the calling thread and on each worker at once: each
-claims runs of work items from a shared schedule (an atomic counter) until
-none are left, and a worker then blocks on a lock (a futex wait in the OS,
-using no CPU) until the next launch.  Numba's own threading
-layer is never started, and nothing in the process environment changes.
+Why TBB and nothing else: TBB's idle workers sleep, so a training loop's
+next BLAS call gets the cores back, and its launches are thread- and
+fork-safe.  Numba's OpenMP layer spins after every launch (libgomp's
+default): in a training loop those threads take the cores from the next
+matmul (a 68k-parameter loop iteration measured 20x slower), and the usual
+fix, ``OMP_WAIT_POLICY=passive``, is process-wide and slows every other
+OpenMP library.  The workqueue layer wakes slowly and aborts when two Python
+threads launch at once.
 
-The thread count is ``set_num_threads(n)``, by default Numba's
-``NUMBA_NUM_THREADS`` (the CPUs this process may use).  A launch while
-another thread is using the pool (two optimizers stepped from two threads)
-runs serially on its caller instead of waiting.  After ``os.fork`` the child
-starts a new pool on its first parallel launch.
+So numba_adam starts Numba's threading layer only when it will be TBB, and
+only at the first step that shares work out (never at import).  With pip,
+the ``tbb`` wheel puts ``libtbb.so.12`` in ``<prefix>/lib``, where the
+loader does not look; numba_adam loads it from there by its path first,
+so Numba's own loader finds it already in the process, with no environment
+variable set.  Where TBB cannot load, where ``NUMBA_THREADING_LAYER`` asks
+for another layer, or where the process already runs another one (the
+user's own ``parallel=True`` code started OpenMP, say), every step runs
+serially on the calling thread: correct, and as fast as one core allows.
+``layer_report()`` (shown by ``numba-adam info``) says which applies.
+
+The thread count is ``set_num_threads(n)``, by default ``NUMBA_NUM_THREADS``
+(the CPUs this process may use).  A threaded kernel sets Numba's thread mask
+(which is per calling thread) to it for its own launch and restores the
+caller's after, so numba_adam's count and the user's ``numba.set_num_threads``
+do not leak into each other.
 """
 
 from __future__ import annotations
 
-import os
+import ctypes
 import threading
-import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-_lock = threading.Lock()
-_pool: _Pool | None = None
-_requested: int | None = None
+# The thread count, in an array so that compiled code (``numba_adam.jit`` handles) reads
+# the current value without a call back into Python.
+THREAD_COUNT = np.zeros(1, dtype=np.int64)
+# Launches over fewer elements run serially: waking TBB's sleeping workers costs 6-9 us
+# on a 2-core VM (a 16k-element same-bytes prange took 9.8 us, serially 4.0), the Adam
+# arithmetic of 16k-20k elements on one core; at 6.6e4 two threads won (23 against 27 us).
+THREADED_FROM = 1 << 16
+# Oldest TBB that Numba's layer accepts (TBB_runtime_interface_version).
+OLDEST_TBB_INTERFACE = 12060
+TBB_LIBRARY_NAMES = ("libtbb.so.12", "libtbb.12.dylib", "tbb12.dll")
+
+_choice_lock = threading.Lock()
+_layer: str | None = None      # "tbb" once chosen, else None
+_reason = "not chosen yet: the first step that shares out work chooses"
+_chosen = False
+
+
+def _max_threads() -> int:
+    import numba
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+THREAD_COUNT[0] = _max_threads()
 
 
 def get_num_threads() -> int:
     """Threads numba_adam's CPU kernels use (the caller's thread included)."""
-    global _requested
-    if _requested is None:
-        import numba
-        _requested = max(1, int(numba.config.NUMBA_NUM_THREADS))
-    return _requested
+    return int(THREAD_COUNT[0])
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads (>= 1) for numba_adam's CPU kernels from the next step on."""
-    global _requested
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"the number of threads must be an integer >= 1, got {n!r}")
-    _requested = n
+    """Use ``n`` threads (1 .. NUMBA_NUM_THREADS) for numba_adam's CPU kernels from the next
+    step on; the user's own Numba thread count is not changed."""
+    top = _max_threads()
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= top:
+        raise ValueError(f"the number of threads must be an integer >= 1 and at most "
+                         f"NUMBA_NUM_THREADS ({top}), got {n!r}")
+    THREAD_COUNT[0] = int(n)
 
 
-class _Pool:
-    def __init__(self, workers: int) -> None:
-        self.pid = os.getpid()
-        self.workers = workers
-        self.busy = threading.Lock()
-        self._start = [threading.Lock() for _ in range(workers)]
-        self._done = [threading.Lock() for _ in range(workers)]
-        self._task: list[Any] = [None] * workers
-        self._error: list[BaseException | None] = [None] * workers
-        for lock in self._start + self._done:
-            lock.acquire()
-        for k in range(workers):
-            threading.Thread(target=self._work, args=(k,), name=f"numba_adam-{k + 1}",
-                             daemon=True).start()
-
-    def _work(self, k: int) -> None:
-        start, done = self._start[k], self._done[k]
-        while True:
-            start.acquire()            # sleeps until the next launch
-            fn, args = self._task[k]
-            self._task[k] = None
-            try:
-                fn(*args)
-            except BaseException as exc:   # handed to the launching thread
-                self._error[k] = exc
-            finally:
-                del fn, args               # keep no caller array alive between launches
-                done.release()
-
-    def run(self, fn: Callable[..., Any], shares: Sequence[tuple]) -> None:
-        used = len(shares) - 1
-        for k in range(used):
-            self._task[k] = (fn, shares[k + 1])
-            self._start[k].release()
-        try:
-            fn(*shares[0])
-        finally:
-            for k in range(used):
-                self._done[k].acquire()
-        errors = [e for e in self._error[:used] if e is not None]
-        self._error[:used] = [None] * used
-        if errors:
-            raise errors[0]
-
-
-def _get_pool(workers: int) -> _Pool:
-    global _pool
-    with _lock:
-        if _pool is None or _pool.pid != os.getpid() or _pool.workers < workers:
-            _pool = _Pool(workers)   # an old pool's threads stay asleep (daemons)
-        return _pool
-
-
-def run(fn: Callable[..., Any], shares: Sequence[tuple]) -> None:
-    """``fn(*share)`` for every share, concurrently: the first on the calling thread.
-
-    ``fn`` must release the GIL (a ``nogil`` Numba function) for the shares to
-    run in parallel, and the shares must write disjoint memory.
-    """
-    if len(shares) == 1:
-        fn(*shares[0])
-        return
-    pool = _get_pool(len(shares) - 1)
-    if not pool.busy.acquire(blocking=False):
-        for share in shares:         # the pool is in use by another thread
-            fn(*share)
-        return
+def tbb_library() -> Path | None:
+    """Where the ``tbb`` package installed its runtime library, if it is installed."""
     try:
-        pool.run(fn, shares)
-    finally:
-        pool.busy.release()
+        files = metadata.files("tbb") or ()
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in files:
+        if entry.name in TBB_LIBRARY_NAMES:
+            path = Path(entry.locate()).resolve()
+            if path.is_file():
+                return path
+    return None
 
 
-# A split launch's runs hold at least this much weight (elements): claiming one costs an
-# atomic add, so small work items are claimed together.
-RUN_WEIGHT = 1 << 15
-# The empty schedule: a kernel given it runs its ``lo .. hi`` on the calling thread.
-NO_SCHEDULE = np.zeros(0, dtype=np.int64)
+def _load_tbb() -> str | None:
+    """Load a TBB runtime new enough for Numba's layer; None, or why it could not."""
+    path = tbb_library()
+    try:
+        library = ctypes.CDLL(str(path) if path is not None else TBB_LIBRARY_NAMES[0])
+    except OSError as exc:
+        return f"the TBB library does not load ({exc}); pip install tbb"
+    version = library.TBB_runtime_interface_version
+    version.restype = ctypes.c_int
+    if version() < OLDEST_TBB_INTERFACE:
+        return (f"TBB interface {version()} is older than Numba needs "
+                f"({OLDEST_TBB_INTERFACE}); pip install -U tbb")
+    try:
+        from numba.np.ufunc import tbbpool  # noqa: F401  (Numba's TBB layer module)
+    except ImportError as exc:
+        return f"Numba's TBB layer does not load ({exc})"
+    return None
 
 
-def schedule_of(weights: Sequence[int] | Any) -> Any:
-    """A launch schedule (see ``_cpu.claim``): ``[0, edges...]``, runs of consecutive units
-    of at least ``RUN_WEIGHT`` weight each (the last may be lighter)."""
-    edges, run = [0], 0
-    for unit, weight in enumerate(weights):
-        run += int(weight)
-        if run >= RUN_WEIGHT:
-            edges.append(unit + 1)
-            run = 0
-    if edges[-1] != len(weights):
-        edges.append(len(weights))
-    return np.array([0, *edges], dtype=np.int64)
+def _tbb_comes_first() -> bool:
+    """Whether Numba's configuration starts TBB when TBB loads."""
+    import numba
+    wanted = str(numba.config.THREADING_LAYER).lower()
+    if wanted in ("tbb", "safe", "threadsafe", "forksafe"):
+        return True
+    return wanted == "default" and list(numba.config.THREADING_LAYER_PRIORITY)[:1] == ["tbb"]
 
 
-# Below SERIAL_BELOW elements a launch always runs on the caller (waking a thread costs
-# more than half the work: ~50 µs measured on a 2-core VM); from SPLIT_FROM on it is
-# always split.  In between, a Splitter times both in its first launches and keeps the
-# faster, so the choice is made on this machine, for this model, in the user's own loop
-# (where BLAS threads may be holding the other cores).  It times them again after
-# FIRST_RETRIAL and then every RETRIAL_EVERY launches, so a choice made under a passing
-# load (start-up, say) does not stick.
-SERIAL_BELOW = 1 << 16
-SPLIT_FROM = 1 << 23
-TRIAL_LAUNCHES = 10         # timed launches, alternating split and serial, after one warm-up
-SPLIT_MUST_WIN_BY = 0.9     # split only if its best time is under 90% of serial's
-RETRIAL_EVERY = 1000
-FIRST_RETRIAL = 50          # the first choice is made at start-up, often under load: recheck soon
+def _running_layer() -> str | None:
+    import numba
+    try:
+        return numba.threading_layer()
+    except ValueError:              # Numba has not started a threading layer yet
+        return None
 
 
-class Splitter:
-    """Runs a kernel over ``weights``' units: serially, or on the caller and the workers at
-    once, each claiming runs of units from a shared schedule as it becomes free.
+def _choose() -> tuple[str | None, str]:
+    import numba
+    running = _running_layer()
+    if running is not None:
+        if running == "tbb":
+            return "tbb", "Numba's TBB layer (already started in this process)"
+        return None, (f"serial: this process already runs Numba's {running!r} layer, and "
+                      f"numba_adam shares work out on TBB only")
+    if not _tbb_comes_first():
+        return None, (f"serial: NUMBA_THREADING_LAYER={numba.config.THREADING_LAYER!r} "
+                      f"asks for a layer other than TBB")
+    problem = _load_tbb()
+    if problem is not None:
+        return None, f"serial: {problem}"
+    numba.get_num_threads()         # starts Numba's layer now, so it can be checked
+    running = _running_layer()
+    if running != "tbb":
+        return None, f"serial: Numba started its {running!r} layer instead of TBB"
+    path = tbb_library()
+    return "tbb", f"Numba's TBB layer ({path if path else 'libtbb from the loader path'})"
 
-    Claiming rather than cutting equal shares matters because a sleeping worker
-    starts late (waking one took ~90 µs on this project's 2-core VM, a fifth of a
-    1e6-parameter step) and a shared machine slows one thread at a time: the caller
-    starts at once and each thread takes more or less work as it goes.  Results do
-    not depend on which thread updates which unit.
 
-    Kernels take ``(lo, hi, schedule, *args)`` and follow ``_cpu.claim``.
+def parallel_layer() -> str | None:
+    """"tbb" where numba_adam's threaded kernels may run, else None (serial kernels).
+
+    Decided once, at the first call: that call may load TBB and start Numba's layer.
     """
-
-    def __init__(self, elements: int, weights: Any) -> None:
-        self.elements = elements
-        self.weights = weights
-        self._threads = 0
-        self._schedule = schedule_of(weights)
-        self._runs = len(self._schedule) - 2
-        self.split_chosen = False
-        self._trial: dict[str, list[float]] | None = None
-        self._retrial_in: int | None = None
-
-    def _reset(self, threads: int) -> None:
-        self._threads = threads
-        self._parts = max(1, min(threads, self._runs))
-        self._trial = None
-        self._retrial_in = None
-        self._units = len(self.weights)
-        self._always_serial = self._parts == 1 or self.elements < SERIAL_BELOW
-        if self._always_serial:
-            self.split_chosen = False
-        elif self.elements >= SPLIT_FROM:
-            self.split_chosen = True
-        else:
-            self.split_chosen = False
-            self._start_trial(FIRST_RETRIAL)
-
-    def _start_trial(self, next_in: int = RETRIAL_EVERY) -> None:
-        self._trial = {"serial": [], "split": []}
-        self._launches = 0
-        self._retrial_in = next_in
-
-    def _follow_thread_count(self) -> None:
-        threads = _requested if _requested is not None else get_num_threads()
-        if threads != self._threads:
-            self._reset(threads)
-
-    def launch(self, kernel: Callable[..., Any], *args: Any) -> None:
-        """``kernel`` over every unit, serially or split as chosen (timing both at first)."""
-        self._follow_thread_count()
-        if self._always_serial:            # the fast path of small models
-            kernel(0, self._units, NO_SCHEDULE, *args)
-            return
-        if self._trial is None:
-            self._run(kernel, self.split_chosen, args)
-            if self._retrial_in is not None:
-                self._retrial_in -= 1
-                if self._retrial_in <= 0:
-                    self._start_trial()
-            return
-        self._launches += 1
-        split_now = self._launches > 1 and self._launches % 2 == 0
-        start = time.perf_counter()
-        self._run(kernel, split_now, args)
-        if self._launches > 1:
-            self._trial["split" if split_now else "serial"].append(time.perf_counter() - start)
-        if self._launches > TRIAL_LAUNCHES:
-            serial, parallel = min(self._trial["serial"]), min(self._trial["split"])
-            self.split_chosen = parallel < SPLIT_MUST_WIN_BY * serial
-            self._trial = None
-
-    def launch_as_chosen(self, kernel: Callable[..., Any], *args: Any) -> None:
-        """``kernel`` over every unit the way this splitter's launches now run, without
-        counting towards its timing (another kernel over the same units)."""
-        self._follow_thread_count()
-        self._run(kernel, self.split_chosen and not self._always_serial, args)
-
-    def _run(self, kernel: Callable[..., Any], split_now: bool, args: tuple) -> None:
-        if not split_now:
-            kernel(0, self._units, NO_SCHEDULE, *args)
-            return
-        self._schedule[0] = 0
-        share = (0, self._units, self._schedule) + args
-        run(kernel, [share] * self._parts)
+    global _layer, _reason, _chosen
+    if not _chosen:
+        with _choice_lock:
+            if not _chosen:
+                _layer, _reason = _choose()
+                _chosen = True
+    return _layer
 
 
-def run_shares(kernel: Callable[..., Any], shares: list[tuple[int, int]], args: tuple) -> None:
-    if len(shares) == 1:
-        kernel(shares[0][0], shares[0][1], *args)
-    else:
-        run(kernel, [(lo, hi) + args for lo, hi in shares])
+@njit(inline="always")
+def worth_sharing(elements, units, threads):
+    """Whether a launch over ``elements`` elements in ``units`` independent pieces is worth
+    sharing out over ``threads`` threads (also called from compiled code)."""
+    return elements >= THREADED_FROM and units > 1 and threads > 1
+
+
+def threaded(elements: int, units: int) -> bool:
+    """Whether a launch shares out over numba_adam's threads now (``worth_sharing``, and
+    the process has a TBB layer: the first call that is worth it chooses)."""
+    return (worth_sharing.py_func(elements, units, THREAD_COUNT[0])
+            and parallel_layer() is not None)
+
+
+def layer_report(choose: bool = False) -> str:
+    """Which layer numba_adam's kernels run on, and why; ``choose``: choose now if not yet
+    chosen (which may start Numba's layer), else only say what the choice would be."""
+    if choose:
+        parallel_layer()
+    if _chosen:
+        return _reason
+    running = _running_layer()
+    if running is not None and running != "tbb":
+        return f"serial: this process already runs Numba's {running!r} layer"
+    if not _tbb_comes_first():
+        return "serial: NUMBA_THREADING_LAYER asks for a layer other than TBB"
+    path = tbb_library()
+    found = f"from {path}" if path is not None else "from the loader's search path"
+    return f"Numba's TBB layer, loaded {found} at the first threaded step"
+
+
+# -- Numba's thread mask and chunk size, from compiled code ------------------------
+# Calls by symbol name (what Numba's own parfor code does), so kernels that use them
+# stay cacheable; the symbols exist once Numba's layer is started, which compiling or
+# loading a parallel=True kernel does.
+def _call_layer(builder, name: str, args: list) -> ir.Value:
+    """Call Numba's layer function ``name``, declared as Numba's parfor code declares it
+    (integers as intp), so declarations in one module agree."""
+    i64 = ir.IntType(64)
+    returns = i64 if name.startswith("get_") else ir.VoidType()
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(returns, [i64] * len(args)), name)
+    return builder.call(fn, args)
+
+
+def _getter(name: str):
+    @intrinsic
+    def get(typingctx):
+        def codegen(context, builder, signature, args):
+            return _call_layer(builder, name, [])
+        return types.int64(), codegen
+    get.__doc__ = f"Numba's ``{name}()`` of the calling thread, from compiled code."
+    return get
+
+
+def _setter(name: str):
+    @intrinsic
+    def set_(typingctx, n):
+        def codegen(context, builder, signature, args):
+            _call_layer(builder, name, [args[0]])
+            return context.get_dummy_value()
+        return types.none(types.int64), codegen
+    set_.__doc__ = f"Numba's ``{name}(n)`` for the calling thread, unchecked."
+    return set_
+
+
+thread_mask, chunk_size = _getter("get_num_threads"), _getter("get_parallel_chunksize")
+set_thread_mask, set_chunk_size = _setter("set_num_threads"), _setter("set_parallel_chunksize")
+
+
+@njit(inline="always")
+def enter(threads):
+    """Start of a threaded kernel: numba_adam's thread count and one work unit per task
+    (TBB balances them as threads free up); returns the caller's settings."""
+    saved = (thread_mask(), chunk_size())
+    set_thread_mask(threads)
+    set_chunk_size(1)
+    return saved
+
+
+@njit(inline="always")
+def leave(saved):
+    """End of a threaded kernel: the caller's thread count and chunk size again."""
+    set_thread_mask(saved[0])
+    set_chunk_size(saved[1])

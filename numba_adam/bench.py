@@ -42,72 +42,81 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from numba import prange
 
 from . import _bench_jit
 
 # -- the roofline: a kernel that moves exactly an Adam step's bytes -------------
+# Written here, on nothing of numba_adam's: a plain prange loop in its own worker
+# process, on Numba's TBB layer where the tbb package is installed (numba_adam's own
+# steps run there too), else on whatever layer Numba starts by default.
 _kernels: dict[str, Any] = {}
 
 
-def _same_bytes_kernel():
-    """The same-bytes kernel over work chunks lo..hi (compiled on first use, so importing
-    this module stays light for the workers that time other libraries)."""
-    if "chunks" not in _kernels:
+def _same_bytes(p, g, m, v, v_max):
+    """Reads p, g, m, v (and v_max), writes p, m, v (and v_max): an Adam step's bytes."""
+    if v_max.size:
+        for i in prange(p.size):
+            a = g[i]
+            p[i] += a
+            m[i] += a
+            v[i] += a
+            v_max[i] += a
+    else:
+        for i in prange(p.size):
+            a = g[i]
+            p[i] += a
+            m[i] += a
+            v[i] += a
+
+
+def _same_bytes_kernel(threaded: bool):
+    """The same-bytes kernel, serial or ``parallel=True`` (compiled on first use, so
+    importing this module stays light for the workers that time other libraries)."""
+    if threaded not in _kernels:
         from numba import njit
+        if threaded:
+            _start_tbb_layer()
+            # not cached: the serial twin's cache entry has the same function's name
+            kernel = njit(nogil=True, parallel=True, fastmath=True, error_model="numpy")
+        else:
+            kernel = njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
+        _kernels[threaded] = kernel(_same_bytes)
+    return _kernels[threaded]
 
-        from ._cpu import claim
 
-        @njit(inline="always", fastmath=True, error_model="numpy")
-        def touch(p, g, m, v, v_max):   # whole slices: the loop vectorises
-            if v_max.size:
-                for i in range(p.size):
-                    a = g[i]
-                    p[i] += a
-                    m[i] += a
-                    v[i] += a
-                    v_max[i] += a
-            else:
-                for i in range(p.size):
-                    a = g[i]
-                    p[i] += a
-                    m[i] += a
-                    v[i] += a
+def _start_tbb_layer() -> None:
+    """Put the tbb package's library in the process so Numba's default choice is TBB."""
+    import ctypes
 
-        @njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
-        def same_bytes_chunks(lo, hi, schedule, chunk, p, g, m, v, v_max):
-            """Reads p, g, m, v (and v_max), writes p, m, v (and v_max), chunks lo..hi
-            (or the runs of chunks claimed from ``schedule``, as the Adam kernels do)."""
-            first, last = claim(schedule, lo, hi, False)
-            while first < last:
-                for c in range(first, last):
-                    a, b = c * chunk, min(p.size, (c + 1) * chunk)
-                    touch(p[a:b], g[a:b], m[a:b], v[a:b], v_max[a:b] if v_max.size else v_max)
-                first, last = claim(schedule, lo, hi, True)
+    from ._threads import tbb_library
+    path = tbb_library()
+    if path is not None:
+        ctypes.CDLL(str(path))
 
-        _kernels["chunks"] = same_bytes_chunks
-    return _kernels["chunks"]
+
+def roofline_layer() -> str:
+    """The threading layer the roofline ran on in this process ("none" before it ran)."""
+    import numba
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return "none"
 
 
 class SameBytes:
-    """The roofline for ``n`` parameters: moves an Adam step's bytes, on numba_adam's
-    threads and split the way a step of that size is (``serial=True``: the caller only)."""
+    """The roofline for ``n`` parameters: a prange loop that moves an Adam step's bytes on
+    Numba's threads (``serial=True``: a plain loop on the caller)."""
 
     def __init__(self, n: int, dtype: Any = np.float32, amsgrad: bool = False,
                  serial: bool = False, rng: Any = None) -> None:
-        from . import _threads
-        from ._config import WORK_ITEM_ELEMENTS
         rng = rng if rng is not None else np.random.default_rng(1)
         self.arrays = [(rng.standard_normal(n) * 1e-30).astype(dtype) for _ in range(4)]
         self.v_max = np.zeros(n if amsgrad else 0, dtype)
-        self._chunk = WORK_ITEM_ELEMENTS
-        self._kernel = _same_bytes_kernel()
-        chunks = np.full(-(-n // WORK_ITEM_ELEMENTS), WORK_ITEM_ELEMENTS, np.int64)
-        if n % WORK_ITEM_ELEMENTS:
-            chunks[-1] = n % WORK_ITEM_ELEMENTS
-        self._splitter = _threads.Splitter(0 if serial else n, chunks)
+        self._kernel = _same_bytes_kernel(not serial)
 
     def __call__(self) -> None:
-        self._splitter.launch(self._kernel, self._chunk, *self.arrays, self.v_max)
+        self._kernel(*self.arrays, self.v_max)
 
 
 # -- model shapes ------------------------------------------------------------
@@ -302,6 +311,8 @@ def _neighbour(what: str, with_numba_adam: bool):
         if what == "numpy matmul 256":
             x = rng.standard_normal((256, 256)).astype(np.float32)
             return lambda: x @ x
+        if what == "user's numba prange, 1e6":
+            return _users_parallel_kernel(rng)
         import torch
         if what == "torch matmul 256":
             y = torch.randn(256, 256)
@@ -314,8 +325,23 @@ def _neighbour(what: str, with_numba_adam: bool):
     return make
 
 
+def _users_parallel_kernel(rng):
+    """A user's own ``@njit(parallel=True)`` loop over 1e6 floats, on the layer Numba gives
+    it: its default one alone, TBB (started by numba_adam) beside numba_adam."""
+    from numba import njit
+
+    @njit(parallel=True)
+    def scale_and_shift(x, y):
+        for i in prange(x.size):
+            y[i] = 0.5 * x[i] + 1.0
+
+    x = rng.standard_normal(1_000_000).astype(np.float32)
+    y = np.empty_like(x)
+    return lambda: scale_and_shift(x, y)
+
+
 NEIGHBOUR_MEASUREMENTS = ("torch fused, 10 tensors", "torch fused, 1e6", "torch matmul 256",
-                          "numpy matmul 256")
+                          "numpy matmul 256", "user's numba prange, 1e6")
 NEIGHBOUR_IMPLEMENTATIONS: dict[str, Callable] = {}
 for _what in NEIGHBOUR_MEASUREMENTS:
     NEIGHBOUR_IMPLEMENTATIONS[_what] = _neighbour(_what, False)
@@ -340,21 +366,23 @@ def worker_main() -> None:
     if threads and "torch" in name:
         import torch
         torch.set_num_threads(threads)
-    if threads and (name.startswith("numba_adam") or name == "roofline" or "loop" in name):
+    if threads and (name.startswith("numba_adam") or "loop" in name):
         import numba_adam
         numba_adam.set_num_threads(threads)     # the 1-thread bare step sets its own
     fn = ALL_IMPLEMENTATIONS[name](
         [tuple(s) for s in setup["shapes"]], np.dtype(setup["dtype"]), setup["amsgrad"],
         np.random.default_rng(0))
-    # Warm up: compile or load from the cache, fill caches, and get numba_adam's
-    # serial/split choice (made and rechecked in the first ~60 launches) out of the samples.
+    if threads and name == "roofline":
+        import numba
+        numba.set_num_threads(threads)
+    # Warm up: compile or load from the cache, and fill caches.
     warm_until, calls = time.perf_counter() + 3.0, 0
     while calls < 3 or (calls < WARM_UP_CALLS and time.perf_counter() < warm_until):
         fn()
         calls += 1
     probe = min(_time_once(fn) for _ in range(3))
     inner = max(1, min(2000, int(setup["seconds"] / max(probe, 1e-7))))
-    print(json.dumps({"ready": True}), flush=True)
+    print(json.dumps({"ready": True, "layer": _layer_of(name)}), flush=True)
     for line in sys.stdin:
         if not line.strip():
             break
@@ -369,6 +397,16 @@ def worker_main() -> None:
             sample = {"seconds": float(np.median([p[0] for p in parts])),
                       "step_seconds": float(np.median([p[1] for p in parts]))}
         print(json.dumps(sample), flush=True)
+
+
+def _layer_of(implementation: str) -> str | None:
+    """Which threading layer a worker's implementation ran on (None: not a Numba one)."""
+    if implementation == "roofline":
+        return f"Numba's {roofline_layer()} layer"
+    if implementation.startswith("numba_adam"):
+        from . import _threads
+        return _threads.layer_report()
+    return None
 
 
 def _time_once(fn: Callable[[], Any]) -> float:
@@ -403,6 +441,7 @@ class Result:
     tensors: int
     seconds: list[float] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
+    layer: str | None = None      # the threading layer it ran on (Numba-based ones)
 
     @property
     def median(self) -> float:
@@ -416,7 +455,7 @@ class _Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._send(dict(implementation=implementation, shapes=case.shapes, dtype=args.dtype,
                         amsgrad=args.amsgrad, seconds=args.seconds, threads=args.threads))
-        self._receive(f"{case.name}: {implementation} did not start")
+        self.layer = self._receive(f"{case.name}: {implementation} did not start").get("layer")
 
     def _send(self, message: Any) -> None:
         self.proc.stdin.write((json.dumps(message) if message else "") + "\n")
@@ -449,8 +488,8 @@ def run_case(case: Case, args: argparse.Namespace, progress: Callable[[str], Non
         for name in case.implementations:
             progress(f"{case.name}: starting {name}")
             workers[name] = _Worker(case, name, args)
-        results = {name: Result(case.name, name, case.size, len(case.shapes))
-                   for name in workers}
+        results = {name: Result(case.name, name, case.size, len(case.shapes),
+                                layer=worker.layer) for name, worker in workers.items()}
         names = list(workers)
         for r in range(args.repeats):
             progress(f"{case.name}: round {r + 1}/{args.repeats}")
@@ -514,6 +553,17 @@ def build_cases(args: argparse.Namespace, torch_available: bool) -> list[Case]:
         cases.append(Case("good neighbour", [(1,)], "neighbour",
                           [name for m in measured for name in (m, f"{m}, numba_adam imported")]))
     return cases
+
+
+def layers_used(results: list[Result]) -> dict[str, str]:
+    """The threading layer of numba_adam's steps and of the roofline, as their workers
+    reported it (the first of each)."""
+    layers: dict[str, str] = {}
+    for r in results:
+        who = "roofline" if r.implementation == "roofline" else "numba_adam"
+        if r.layer and who not in layers:
+            layers[who] = r.layer
+    return layers
 
 
 def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dict]]:
@@ -825,6 +875,7 @@ def run(args: argparse.Namespace) -> int:
     for case in build_cases(args, torch_available):
         results += run_case(case, args, progress)
     summary = summarise(results, dtype, args.amsgrad)
+    summary["layers"] = layers_used(results)
     first = {bits: first_step_times(bits) for bits in args.bits_list} if args.first_step \
         else None
     if args.json:
@@ -841,6 +892,8 @@ def run(args: argparse.Namespace) -> int:
               f"alternating rounds; ratios are medians [min-max] over rounds; "
               f"{bytes_per_param(dtype, args.amsgrad)} bytes moved per parameter")
         print(format_tables(summary))
+        for name, layer in summary["layers"].items():
+            print(f"{name} ran on: {layer}")
         for bits, (cold, cached) in (first or {}).items():
             print(f"\nfirst step in a fresh process (import + compile or cache load), "
                   f"{bits}-bit state: cold cache {cold:.2f} s, cached {cached:.2f} s")

@@ -27,15 +27,14 @@ def info(args: argparse.Namespace) -> int:
     import numba
     import numpy
 
-    from . import __version__, _cpu, get_num_threads
+    from . import __version__, _cpu, _threads, get_num_threads
     rows = [
         ("numba_adam", __version__),
         ("python", platform.python_version()),
         ("numba", numba.__version__),
         ("numpy", numpy.__version__),
         ("llvmlite", llvmlite.__version__),
-        ("threading layer", "numba_adam's own worker threads, asleep when idle (Numba's "
-                            "parallel layer is not used)"),
+        ("threading layer", _threads.layer_report(choose=True)),
         ("threads", f"{get_num_threads()} (numba_adam.set_num_threads, or NUMBA_NUM_THREADS)"),
         ("kernel cache", _cpu.kernel_cache_status()),
         ("CUDA", cuda_status()),

@@ -15,9 +15,9 @@ arrays) that ``@njit`` functions accept::
 the group scalars and the norm-clipping factors are computed in compiled code
 with the same float64 operations as ``opt.step()``, so a jitted loop gives the
 same parameters, state and step counts bit for bit.  Models big enough to
-share a step out over threads (``numba_adam.get_num_threads()``) hand the
-fused launch to numba_adam's thread pool, the one ``opt.step()`` uses; smaller
-ones run it right there, without leaving compiled code.
+share a step out over threads (``numba_adam.get_num_threads()``) run the
+threaded kernels ``opt.step()`` uses (Numba's ``parallel=True`` on its TBB
+layer), called straight from compiled code; smaller ones run the serial twins.
 
 ``step_rows(handle, i, rows, values)`` is ``opt.step_rows(i, rows, values)``:
 a lazy update of some rows of parameter ``i`` (TF LazyAdam, torch
@@ -42,11 +42,11 @@ from collections import namedtuple
 from typing import Any
 
 import numpy as np
-from numba import carray, njit, objmode, types
+from numba import carray, njit, types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
-from . import _cpu, _engine, _formula, schedules
+from . import _cpu, _engine, _formula, _threads, schedules
 from ._config import GRAD_AT, GRAD_SIGN, GROUP, PARAM_AT, SKIP, STATE_BITS, STATE_OFFSET, \
     VMAX_OFFSET
 
@@ -58,7 +58,7 @@ BETA1, BETA2, EPS, WEIGHT_DECAY, DECOUPLED, MAXIMIZE, EPSILON_HAT, BIAS_CORRECTI
 RULE_COLUMNS = 9
 
 # Columns of a handle's ``flags`` (int64).
-IDENT, FUSED_IN_PYTHON, PLAIN, CLIPS, GLOBAL_CLIP_AT = range(5)
+IDENT, PLAIN, CLIPS = range(3)
 
 _FIELDS = (
     "current",        # bool[1]: False once the optimizer changed what the handle carries
@@ -68,6 +68,7 @@ _FIELDS = (
     "scalars", "keys", "grad_scales", "scaled", "item_sums", "tensor_sums", "extra_sums",
     "like", "m", "v", "v_max", "codes16", "codes8", "absmax", "scratch",
     "rules", "clipnorms", "seeds", "keyed", "segments", "segment_spans", "counts",
+    "kind_items", "kind_spans", "thread_count",
     "views",          # int64 (len(_VIEWS), 3): address and shape of the arrays steps read
 )
 
@@ -78,13 +79,15 @@ _VIEWS = ("current", "counts", "segment_spans", "segments", "rules", "scalars", 
           "keys", "seeds", "clipnorms", "global_clipnorm", "scratch", "tensors", "row_shapes",
           "like", "m", "v", "v_max", "row_slot_at", "row_slots", "codes16", "codes8", "absmax",
           "flags", "buffer_grad_at", "items", "item_tensor", "tensor_group", "item_sums",
-          "extra_sums", "tensor_sums", "grad_scales", "scaled")
+          "extra_sums", "tensor_sums", "grad_scales", "scaled", "kind_items", "kind_spans",
+          "thread_count")
 
 # One named-tuple class per set of kernel kinds a model needs: the class is part of
 # the handle's Numba type, so a jitted step compiles only the kernels its model uses.
 _classes: dict[frozenset, type] = {}
 # handle ident -> its engine, kept alive while the handle lives (even if the optimizer
-# is dropped); a finalizer on the handle's ``current`` array removes the entry.
+# is dropped: the handle's tables hold its parameters' addresses); a finalizer on the
+# handle's ``current`` array removes the entry.
 _engines: dict[int, Any] = {}
 _idents = itertools.count(1)
 
@@ -144,9 +147,8 @@ def make_handle(arrays: dict[str, Any], engine: Any, rules: list, lrs: list, see
             row_shapes[i] = (-1, 1, 1)
     ident = next(_idents)
     _engines[ident] = engine
-    flags = np.zeros(5, dtype=np.int64)
+    flags = np.zeros(3, dtype=np.int64)
     flags[IDENT] = ident
-    flags[FUSED_IN_PYTHON] = arrays["fused_in_python"]
     flags[PLAIN] = len(arrays["plain"])
     flags[CLIPS] = clipnorms is not None or global_clipnorm is not None
     dtype = arrays["m"].dtype
@@ -171,7 +173,8 @@ def make_handle(arrays: dict[str, Any], engine: Any, rules: list, lrs: list, see
         keyed=np.array([s is not None for s in seeds], dtype=np.bool_),
         segments=np.array(segments, dtype=np.float64).reshape(-1, schedules.SEGMENT_COLUMNS),
         segment_spans=np.array(spans, dtype=np.int64).reshape(-1, 2), counts=counts,
-        views=None)
+        kind_items=arrays["kind_items"], kind_spans=arrays["kind_spans"],
+        thread_count=_threads.THREAD_COUNT, views=None)
     handle = handle._replace(views=_views(handle))
     weakref.finalize(handle.current, _engines.pop, ident, None)
     return handle
@@ -198,15 +201,6 @@ def retire(handle: Any) -> None:
     """Mark ``handle`` out of date: steps through it raise from now on."""
     handle.current[0] = False
     _engines.pop(int(handle.flags[IDENT]), None)
-
-
-def _launch_in_python(ident: int) -> None:
-    """The fused launch of the engine behind handle ``ident`` (called from compiled code)."""
-    engine = _engines.get(ident)
-    if engine is None:
-        raise ValueError("this numba_adam jit handle is out of date: call opt.jit_handle() "
-                         "again")
-    engine.launch_fused()
 
 
 # -- schedules, scalars and keys in compiled code ------------------------------
@@ -314,43 +308,76 @@ def _kinds_of(handle_type: Any) -> frozenset:
 # kernels a model needs are picked at compile time (from the handle's type) and passed
 # on too, so every kernel adapter below has one signature.
 @njit(inline="always")
-def _serial():
-    """The empty schedule: a range kernel runs all of its lo .. hi on this thread."""
-    return np.empty(0, np.int64)
+def _state32(like, m, v, v_max, codes16, codes8, absmax, keys):
+    return m, v, v_max
+
+
+@njit(inline="always")
+def _state16(like, m, v, v_max, codes16, codes8, absmax, keys):
+    return like, codes16, keys
+
+
+@njit(inline="always")
+def _state8(like, m, v, v_max, codes16, codes8, absmax, keys):
+    return like, codes8, absmax
+
+
+# kind -> its kernels (serial, threaded) and which state arrays they take
+_KERNELS = {
+    _cpu.KIND_32: (_cpu.adam_items, _cpu.adam_items_threaded, _state32),
+    _cpu.KIND_16: (_cpu.adam_items16, _cpu.adam_items16_threaded, _state16),
+    _cpu.KIND_8: (_cpu.adam_items8, _cpu.adam_items8_threaded, _state8),
+    _cpu.KIND_8_AMSGRAD: (_cpu.adam_items8_amsgrad, _cpu.adam_items8_amsgrad_threaded,
+                          _state8),
+}
+_runners: dict[tuple[int, bool], Any] = {}
 
 
 @njit
-def _skip(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, codes8, absmax,
-          keys):
+def _skip(kind_items, spans, threads, tensors, scalars, grad_scales, like, m, v, v_max,
+          codes16, codes8, absmax, keys):
     pass
 
 
-@njit
-def _run32(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, codes8, absmax,
-           keys):
-    _cpu.adam_items_range(np.int64(0), items.shape[0], _serial(), items, tensors, scalars,
-                          grad_scales, m, v, v_max)
+def _runner(kind: int, threaded: bool) -> Any:
+    """The launch of ``kind``'s kernel from compiled code, serial or threaded as
+    ``_threads.worth_sharing`` says at run time; ``threaded`` False where the process has
+    no TBB layer (its twin is then never compiled, so no layer starts)."""
+    key = (kind, threaded)
+    if key not in _runners:
+        serial, parallel, state_of = _KERNELS[kind]
+        if not threaded:
+            parallel = serial
+
+        @njit
+        def run(kind_items, spans, threads, tensors, scalars, grad_scales, like, m, v, v_max,
+                codes16, codes8, absmax, keys):
+            start, count, elements = spans[kind, 0], spans[kind, 1], spans[kind, 2]
+            items = kind_items[start:start + count]
+            state = state_of(like, m, v, v_max, codes16, codes8, absmax, keys)
+            if _threads.worth_sharing(elements, count, threads):
+                parallel(threads, items, tensors, scalars, grad_scales, *state)
+            else:
+                serial(threads, items, tensors, scalars, grad_scales, *state)
+        _runners[key] = run
+    return _runners[key]
 
 
-@njit
-def _run16(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, codes8, absmax,
-           keys):
-    _cpu.adam_items16_range(np.int64(0), items.shape[0], _serial(), items, tensors, scalars,
-                            grad_scales, like, codes16, keys)
+def _sums_runner(threaded: bool) -> Any:
+    """``_runner`` for the per-item gradient sums of squares (norm clipping)."""
+    key = (-1, threaded)
+    if key not in _runners:
+        serial = _cpu.sum_squares
+        parallel = _cpu.sum_squares_threaded if threaded else serial
 
-
-@njit
-def _run8(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, codes8, absmax,
-          keys):
-    _cpu.adam_items8_range(np.int64(0), items.shape[0], _serial(), items, tensors, scalars,
-                           grad_scales, like, codes8, absmax)
-
-
-@njit
-def _run8_amsgrad(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, codes8,
-                  absmax, keys):
-    _cpu.adam_items8_amsgrad_range(np.int64(0), items.shape[0], _serial(), items, tensors,
-                                   scalars, grad_scales, like, codes8, absmax)
+        @njit
+        def run(threads, elements, items, tensors, like, out):
+            if _threads.worth_sharing(elements, items.shape[0], threads):
+                parallel(threads, items, tensors, like, out)
+            else:
+                serial(threads, items, tensors, like, out)
+        _runners[key] = run
+    return _runners[key]
 
 
 def step(handle):
@@ -369,10 +396,11 @@ def _step_impl(handle):
     # Inlined, so the handle is not passed on: only its views table is read.
     kinds = _kinds_of(handle)
     _check_views(handle)
-    k32 = _run32 if _cpu.KIND_32 in kinds else _skip
-    k16 = _run16 if _cpu.KIND_16 in kinds else _skip
-    k8 = _run8 if _cpu.KIND_8 in kinds else _skip
-    k8a = _run8_amsgrad if _cpu.KIND_8_AMSGRAD in kinds else _skip
+    threaded = _threads.parallel_layer() is not None     # may start Numba's TBB layer
+    k32, k16, k8, k8a = (_runner(kind, threaded) if kind in kinds else _skip
+                         for kind in (_cpu.KIND_32, _cpu.KIND_16, _cpu.KIND_8,
+                                      _cpu.KIND_8_AMSGRAD))
+    sums = _sums_runner(threaded)
     f = handle.types[_FIELDS.index("m")].dtype
 
     def impl(handle):
@@ -386,7 +414,8 @@ def _step_impl(handle):
                    _flat(w, 30, np.float64), _flat(w, 9, np.float64),
                    _flat(w, 10, np.float64), _flat(w, 31, f), _flat(w, 32, np.bool_),
                    _flat(w, 15, f), _flat(w, 16, f), _flat(w, 17, f), _flat(w, 20, np.uint16),
-                   _flat(w, 21, np.uint8), _flat(w, 22, np.float32), k32, k16, k8, k8a)
+                   _flat(w, 21, np.uint8), _flat(w, 22, np.float32), _table(w, 33, np.int64),
+                   _table(w, 34, np.int64), _flat(w, 35, np.int64), k32, k16, k8, k8a, sums)
     return impl
 
 
@@ -394,7 +423,8 @@ def _step_impl(handle):
 def _step_body(current, flags, counts, segment_spans, segments, rules, scalars, keyed, keys,
                seeds, tensors, buffer_grad_at, items, item_tensor, tensor_group, like,
                item_sums, extra_sums, tensor_sums, clipnorms, global_clipnorm, grad_scales,
-               scaled, m, v, v_max, codes16, codes8, absmax, k32, k16, k8, k8a):
+               scaled, m, v, v_max, codes16, codes8, absmax, kind_items, kind_spans,
+               thread_count, k32, k16, k8, k8a, sums):
     _check_current(current)
     if flags[PLAIN] > 0:
         raise ValueError("numba_adam.jit.step reads gradients from ParamBuffer grad views, "
@@ -407,9 +437,9 @@ def _step_body(current, flags, counts, segment_spans, segments, rules, scalars, 
         tensors[t, GRAD_AT] = buffer_grad_at[t]
         tensors[t, SKIP] = 0
     # the norm-clipping factors of the bound gradients (as ``Engine.clip_by_norm``)
+    threads = thread_count[0]
     if flags[CLIPS]:
-        _cpu.sum_squares_range(np.int64(0), items.shape[0], _serial(), items, tensors, like,
-                               item_sums)
+        sums(threads, kind_spans[:, 2].sum(), items, tensors, like, item_sums)
         extra_sums[:] = 0.0
         _cpu.clip_scales_kernel(item_sums, item_tensor, tensor_group, extra_sums, clipnorms,
                                 global_clipnorm[0], tensor_sums, grad_scales)
@@ -417,19 +447,14 @@ def _step_body(current, flags, counts, segment_spans, segments, rules, scalars, 
     elif scaled[0]:
         grad_scales[:] = 1.0
         scaled[0] = False
-    if flags[FUSED_IN_PYTHON]:
-        ident = flags[IDENT]
-        with objmode():
-            _launch_in_python(ident)
-    else:
-        k32(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, codes8, absmax,
-            keys)
-        k16(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, codes8, absmax,
-            keys)
-        k8(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, codes8, absmax,
-           keys)
-        k8a(items, tensors, scalars, grad_scales, like, m, v, v_max, codes16, codes8, absmax,
-            keys)
+    k32(kind_items, kind_spans, threads, tensors, scalars, grad_scales, like, m, v, v_max,
+        codes16, codes8, absmax, keys)
+    k16(kind_items, kind_spans, threads, tensors, scalars, grad_scales, like, m, v, v_max,
+        codes16, codes8, absmax, keys)
+    k8(kind_items, kind_spans, threads, tensors, scalars, grad_scales, like, m, v, v_max,
+       codes16, codes8, absmax, keys)
+    k8a(kind_items, kind_spans, threads, tensors, scalars, grad_scales, like, m, v, v_max,
+        codes16, codes8, absmax, keys)
     for g in range(n_groups):
         counts[g] += 1
 
@@ -508,7 +533,7 @@ def _touched_chunks(rows, cols):
     return out
 
 
-@_cpu._kernel        # the row kernels' own flags, so the inlined update rounds as theirs
+@_cpu.serial_kernel  # the row kernels' own flags, so the inlined update rounds as theirs
 def _lazy_rows32(tensors, row_shapes, like, m_all, v_all, v_max_all, row_slot_at, row_slots,
                  codes16, codes8, absmax, keys, t, rows, values, row, scale):
     """``_cpu.adam_rows_lazy_range`` on flat row slices: the same per-row update
@@ -535,9 +560,8 @@ def _lazy_rows_compact(tensors, row_shapes, like, m_all, v_all, v_max_all, row_s
     for k in range(rows.size):
         slot[rows[k]] = k
     chunks = _touched_chunks(rows, cols)
-    _cpu.adam_rows_compact_range(np.int64(0), chunks.size, chunks, t, tensors, p, slot,
-                                 values, row, scale, like, np.bool_(True), codes16, codes8,
-                                 absmax, keys)
+    _cpu.adam_rows_compact(np.int64(1), chunks, t, tensors, p, slot, values, row, scale,
+                           like, np.bool_(True), codes16, codes8, absmax, keys)
     for k in range(rows.size):
         slot[rows[k]] = -1
 
@@ -585,9 +609,10 @@ _VIEW_DTYPES = (types.boolean, types.int64, types.int64, types.float64, types.fl
                 types.float64, None, types.int64, types.int64, None, None, None, None,
                 types.int64, types.int64, types.uint16, types.uint8, types.float32,
                 types.int64, types.int64, types.int64, types.int64, types.int64,
-                types.float64, types.float64, types.float64, None, types.boolean)
+                types.float64, types.float64, types.float64, None, types.boolean,
+                types.int64, types.int64, types.int64)
 _VIEW_NDIMS = (1, 1, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-               1, 1, 2, 1, 1, 1, 1, 1, 1, 1)
+               1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 2, 2, 1)
 
 
 def _check_views(handle) -> None:

@@ -47,12 +47,14 @@ def tolerance(dtype):
 
 
 def with_each_thread_count(run):
-    """``run()`` under 1, 2 and 3 numba_adam threads (the count restored after); the results."""
+    """``run()`` under 1, 2 and 3 numba_adam threads, as far as NUMBA_NUM_THREADS allows
+    (the count restored after); the results."""
+    import numba
     import numba_adam
     previous = numba_adam.get_num_threads()
     try:
         results = []
-        for threads in (1, 2, 3):
+        for threads in range(1, min(3, numba.config.NUMBA_NUM_THREADS) + 1):
             numba_adam.set_num_threads(threads)
             results.append(run())
         return results

@@ -12,6 +12,8 @@ def test_info_reports_versions_cache_and_cuda(capsys):
     out = capsys.readouterr().out
     for key in ("numba_adam", "numba", "threading layer", "threads", "kernel cache", "CUDA"):
         assert key in out
+    layer = next(line for line in out.splitlines() if line.startswith("threading layer"))
+    assert "Numba's TBB layer" in layer, layer      # tbb is a dependency: it must load
 
 
 def test_demo_loss_goes_down(tmp_path, capsys):

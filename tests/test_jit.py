@@ -114,14 +114,18 @@ def test_jitted_step_is_the_python_step(config, dtype):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_a_model_big_enough_to_share_out_steps_through_the_thread_pool(threads):
+def test_a_model_big_enough_to_share_out_steps_on_the_threaded_kernels(threads):
+    """From compiled code, with or without norm clipping (its sums share out too)."""
+    from numba_adam import _cpu, _threads
     previous = numba_adam.get_num_threads()
     numba_adam.set_num_threads(threads)
     try:
         (a, opt_a), (b, opt_b) = twin(lambda buf: numba_adam.Adam(buf, lr=0.01), np.float32,
                                       big=True)
+        opt_a.global_clipnorm = opt_b.global_clipnorm = 50.0
         handle = opt_b.jit_handle()
-        assert handle.flags[adam_jit.FUSED_IN_PYTHON] == 1
+        start, count, elements = handle.kind_spans[_cpu.KIND_32]
+        assert _threads.worth_sharing.py_func(elements, count, 2)
         grads = gradients(a.size, np.float32, 14)
         python_steps(opt_a, a, grads)
         jitted_steps(handle, b.grad, grads)
@@ -136,7 +140,6 @@ def test_a_handle_outlives_its_optimizer_object():
     (a, opt_a), (b, opt_b) = twin(lambda buf: numba_adam.Adam(buf, lr=0.01), np.float32,
                                   big=True)
     handle = opt_b.jit_handle()
-    assert handle.flags[adam_jit.FUSED_IN_PYTHON] == 1
     del opt_b
     gc.collect()
     grads = gradients(a.size, np.float32, 3)
