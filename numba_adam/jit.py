@@ -536,7 +536,7 @@ def _touched_chunks(rows, cols):
 @_cpu.serial_kernel  # the row kernels' own flags, so the inlined update rounds as theirs
 def _lazy_rows32(tensors, row_shapes, like, m_all, v_all, v_max_all, row_slot_at, row_slots,
                  codes16, codes8, absmax, keys, t, rows, values, row, scale):
-    """``_cpu.adam_rows_lazy_range`` on flat row slices: the same per-row update
+    """``_cpu.adam_rows_lazy`` on flat row slices: the same per-row update
     (``_cpu._update_range``), without building (rows, columns) views on every call."""
     cols = row_shapes[t, 1]
     p = carray(_cpu._pointer_like(tensors[t, PARAM_AT], like), row_shapes[t, 0] * cols)
