@@ -1,16 +1,16 @@
-"""Numba intrinsics behind the compact state codes: float32 bit casts, and 32-bit IR for
-the hash and the bfloat16 decoder.
+"""Numba intrinsics behind the compact state codes: float32 bit casts, and 32-bit IR twins
+of the code functions.
 
 LLVM IR, so they compile for the CPU and for CUDA alike.  ``_codes`` builds
 its code functions over the bit casts; ``NATIVE`` holds IR twins of
-``_codes``' ``random_bits`` and ``bf16_decode``, which keep every integer
-operation 32 bits wide (Numba's own integer arithmetic is 64-bit, which halves
-the vector width); the tests check them against ``_codes``' versions bit for
-bit.  IR twins of ``bf16_encode`` and of the 8-bit codes were tried and left
-out: faster with data in cache, but slower at DRAM sizes in single runs at
-6e7 parameters on 2 threads (16-bit: 45 against 36 ms; 8-bit: 66 against
-59 ms).  The CUDA simulator, which runs Python, uses ``_codes``' versions over
-NumPy casts instead.
+``_codes``' hash, bfloat16 and 8-bit code functions, which keep every integer
+operation 32 bits wide.  Numba's own integer arithmetic is 64-bit, which halves
+the vector width and moves the loops' integer work into 64-bit lanes.  The
+tests check the twins against ``_codes``' versions bit for bit.  Measured with
+``tools/compare_trees.py --state-bits`` (3 alternating rounds, 2 threads),
+the twins took the 16-bit step from 59 to 43 ms at 6e7 parameters and the
+8-bit step from 73 to 45 ms.  The CUDA simulator, which runs Python, uses
+``_codes``' versions over NumPy casts instead.
 """
 
 from __future__ import annotations
@@ -70,7 +70,119 @@ def bf16_decode(typingctx, code):
     return types.float32(code), codegen
 
 
-NATIVE = {"random_bits": random_bits, "bf16_decode": bf16_decode}
+def _i32(builder, value):
+    """An integer IR value as i32 (truncated or zero-extended)."""
+    i32 = ir.IntType(32)
+    width = value.type.width
+    if width == 32:
+        return value
+    return builder.trunc(value, i32) if width > 32 else builder.zext(value, i32)
+
+
+def _c32(value):
+    return ir.Constant(ir.IntType(32), value)
+
+
+@intrinsic
+def bf16_encode(typingctx, x, random16):
+    """``_codes``' bf16_encode in 32-bit lanes: ``(bits + random16) >> 16``, where a NaN first
+    becomes its quiet pattern with the low 16 bits cleared, so it stays a NaN (with the same
+    top bits as ``_codes``' version) and the add cannot carry into its exponent or sign.
+    Infinities need no case: their low 16 bits are zero, so the add leaves them alone."""
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], ir.IntType(32))
+        quiet = builder.and_(builder.or_(bits, _c32(0x400000)), _c32(0xFFFF0000))
+        safe = builder.select(builder.fcmp_unordered("uno", args[0], args[0]), quiet, bits)
+        code = builder.lshr(builder.add(safe, _i32(builder, args[1])), _c32(16))
+        return builder.trunc(code, ir.IntType(16))
+
+    return types.uint16(types.float32, random16), codegen
+
+
+def _decode8(builder, code, exponent_bias, tiny):
+    """The float32 of an 8-bit magnitude code: ``(code + bias) << 20`` as a pattern from
+    code 8 up, ``code * tiny`` below (the evenly spaced codes)."""
+    normal = builder.shl(builder.add(code, _c32(exponent_bias)), _c32(20))
+    small = builder.fmul(builder.sitofp(code, ir.FloatType()), ir.Constant(ir.FloatType(), tiny))
+    return builder.select(builder.icmp_unsigned(">=", code, _c32(8)), normal,
+                          builder.bitcast(small, ir.IntType(32)))
+
+
+def _encode8(builder, y, magnitude, small_below, scale, exponent_bias, largest):
+    """Nearest 8-bit magnitude code of float32 ``y`` (pattern of |y|: ``magnitude``)."""
+    f32 = ir.FloatType()
+    absolute = builder.bitcast(magnitude, f32)
+    small = builder.fptosi(builder.fadd(builder.fmul(absolute, ir.Constant(f32, scale)),
+                                        ir.Constant(f32, 0.5)), ir.IntType(32))
+    odd = builder.and_(builder.lshr(magnitude, _c32(20)), _c32(1))
+    rounded = builder.lshr(builder.add(builder.add(magnitude, _c32(0x7FFFF)), odd), _c32(20))
+    normal = builder.sub(rounded, _c32(exponent_bias))
+    normal = builder.select(builder.icmp_signed("<", normal, _c32(largest)), normal,
+                            _c32(largest))
+    return builder.select(builder.icmp_unsigned("<", magnitude, _c32(small_below)), small,
+                          normal)
+
+
+@intrinsic
+def m8_decode(typingctx, code):
+    """``_codes``' m8_decode in 32-bit lanes; the sign goes in as the pattern's top bit."""
+    def codegen(context, builder, signature, args):
+        c = _i32(builder, args[0])
+        value = _decode8(builder, builder.and_(c, _c32(0x7F)), 896, _codes.M8_TINY)
+        sign = builder.shl(builder.and_(c, _c32(0x80)), _c32(24))
+        return builder.bitcast(builder.or_(value, sign), ir.FloatType())
+
+    return types.float32(code), codegen
+
+
+@intrinsic
+def v8_decode(typingctx, code):
+    """``_codes``' v8_decode in 32-bit lanes."""
+    def codegen(context, builder, signature, args):
+        c = builder.and_(_i32(builder, args[0]), _c32(0xFF))
+        return builder.bitcast(_decode8(builder, c, 768, _codes.V8_TINY), ir.FloatType())
+
+    return types.float32(code), codegen
+
+
+@intrinsic
+def m8_encode(typingctx, y):
+    """``_codes``' m8_encode in 32-bit lanes."""
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], ir.IntType(32))
+        magnitude = builder.and_(bits, _c32(0x7FFFFFFF))
+        code = _encode8(builder, args[0], magnitude, 0x38800000, _codes.M8_SCALE, 896,
+                        _codes.M8_MAX)
+        sign = builder.and_(builder.lshr(bits, _c32(24)), _c32(0x80))
+        return builder.trunc(builder.or_(sign, code), ir.IntType(8))
+
+    return types.uint8(types.float32), codegen
+
+
+@intrinsic
+def v8_encode(typingctx, y):
+    """``_codes``' v8_encode in 32-bit lanes."""
+    def codegen(context, builder, signature, args):
+        magnitude = builder.and_(builder.bitcast(args[0], ir.IntType(32)), _c32(0x7FFFFFFF))
+        code = _encode8(builder, args[0], magnitude, 0x30800000, _codes.V8_SCALE, 768,
+                        _codes.V8_MAX)
+        return builder.trunc(code, ir.IntType(8))
+
+    return types.uint8(types.float32), codegen
+
+
+@intrinsic
+def magnitude_bits(typingctx, x):
+    """``_codes``' magnitude_bits as an int32, so a block's maximum runs in 32-bit lanes."""
+    def codegen(context, builder, signature, args):
+        return builder.and_(builder.bitcast(args[0], ir.IntType(32)), _c32(0x7FFFFFFF))
+
+    return types.int32(types.float32), codegen
+
+
+NATIVE = {"random_bits": random_bits, "bf16_decode": bf16_decode, "bf16_encode": bf16_encode,
+          "m8_decode": m8_decode, "v8_decode": v8_decode, "m8_encode": m8_encode,
+          "v8_encode": v8_encode, "magnitude_bits": magnitude_bits}
 
 
 

@@ -54,10 +54,10 @@ BLOCK = 256                 # elements per 8-bit block (one float32 absmax each)
 CODE_VERSION = 1            # of the 8-bit codes, stored in checkpoints
 M8_MAX = 120                # magnitude code of 1.0 in the signed code
 V8_MAX = 248                # code of 1.0 in the unsigned code
-_M8_TINY = np.float32(2.0 ** -17)
-_V8_TINY = np.float32(2.0 ** -33)
-_M8_SCALE = np.float32(2.0 ** 17)
-_V8_SCALE = np.float32(2.0 ** 33)
+M8_TINY = np.float32(2.0 ** -17)
+V8_TINY = np.float32(2.0 ** -33)
+M8_SCALE = np.float32(2.0 ** 17)
+V8_SCALE = np.float32(2.0 ** 33)
 _HALF = np.float32(0.5)
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
@@ -70,6 +70,13 @@ _ONE = np.float32(1.0)
 HASH_STEP = 0x9E3779B1
 HASH_ROUNDS = ((16, 0x7FEB352D), (15, 0x846CA68B))
 HASH_LAST_SHIFT = 16
+
+
+def shifted_key(key, first):
+    """The key whose hash of (it, i) is the hash of (``key``, ``first`` + i): the Weyl step is
+    linear, so a loop over one range hashes from one 32-bit start and a 32-bit index (a
+    64-bit ``first + i`` per element would halve the CPU's vector width)."""
+    return (key + (first & 0xFFFFFFFF) * HASH_STEP) & 0xFFFFFFFF
 
 
 CODECS = ("random_bits", "bf16_decode", "bf16_encode", "m8_decode", "v8_decode", "m8_encode",
@@ -118,13 +125,13 @@ def make_codecs(jit, float_bits, bits_float, float32, native=None):
     def m8_decode(code):
         """The value in [-1, 1] of a signed 8-bit code (times the block's absmax)."""
         mag = code & 0x7F
-        value = bits_float((mag + 896) << 20) if mag >= 8 else float32(mag) * _M8_TINY
+        value = bits_float((mag + 896) << 20) if mag >= 8 else float32(mag) * M8_TINY
         return -value if code & 0x80 else value
 
     @jit
     def v8_decode(code):
         """The value in [0, 1] of an unsigned 8-bit code (times the block's absmax)."""
-        return bits_float((code + 768) << 20) if code >= 8 else float32(code & 0xFF) * _V8_TINY
+        return bits_float((code + 768) << 20) if code >= 8 else float32(code & 0xFF) * V8_TINY
 
     @jit
     def m8_encode(y):
@@ -132,7 +139,7 @@ def make_codecs(jit, float_bits, bits_float, float32, native=None):
         bits = float_bits(y)
         mag = bits & 0x7FFFFFFF
         if mag < 0x38800000:                        # below 2^-14: the evenly spaced codes
-            code = int(abs(y) * _M8_SCALE + _HALF)
+            code = int(abs(y) * M8_SCALE + _HALF)
         else:
             code = min(((mag + 0x7FFFF + ((mag >> 20) & 1)) >> 20) - 896, M8_MAX)
         return ((bits >> 24) & 0x80) | code
@@ -142,7 +149,7 @@ def make_codecs(jit, float_bits, bits_float, float32, native=None):
         """Nearest unsigned 8-bit code of a float32 ``y`` in [0, 1]."""
         bits = float_bits(y) & 0x7FFFFFFF
         if bits < 0x30800000:                       # below 2^-30
-            return int(abs(y) * _V8_SCALE + _HALF)
+            return int(abs(y) * V8_SCALE + _HALF)
         return min(((bits + 0x7FFFF + ((bits >> 20) & 1)) >> 20) - 768, V8_MAX)
 
     @jit
@@ -199,13 +206,13 @@ def float_to_bf16(x: np.ndarray, random16: np.ndarray | int = 0x8000) -> np.ndar
 def m8_to_float(codes: np.ndarray) -> np.ndarray:
     codes = np.asarray(codes, np.int64)
     mag = codes & 0x7F
-    value = np.where(mag >= 8, _floats((mag + 896) << 20), mag * _M8_TINY).astype(np.float32)
+    value = np.where(mag >= 8, _floats((mag + 896) << 20), mag * M8_TINY).astype(np.float32)
     return np.where(codes & 0x80, -value, value)
 
 
 def v8_to_float(codes: np.ndarray) -> np.ndarray:
     codes = np.asarray(codes, np.int64)
-    return np.where(codes >= 8, _floats((codes + 768) << 20), codes * _V8_TINY).astype(
+    return np.where(codes >= 8, _floats((codes + 768) << 20), codes * V8_TINY).astype(
         np.float32)
 
 
@@ -213,7 +220,7 @@ def float_to_m8(y: np.ndarray) -> np.ndarray:
     y = np.asarray(y, np.float32)
     bits = _bits(y)
     mag = bits & 0x7FFFFFFF
-    small = (np.abs(y) * _M8_SCALE + _HALF).astype(np.int64)
+    small = (np.abs(y) * M8_SCALE + _HALF).astype(np.int64)
     normal = np.minimum(((mag + 0x7FFFF + ((mag >> 20) & 1)) >> 20) - 896, M8_MAX)
     return (((bits >> 24) & 0x80) | np.where(mag < 0x38800000, small, normal)).astype(np.uint8)
 
@@ -221,7 +228,7 @@ def float_to_m8(y: np.ndarray) -> np.ndarray:
 def float_to_v8(y: np.ndarray) -> np.ndarray:
     y = np.asarray(y, np.float32)
     bits = _bits(y) & 0x7FFFFFFF
-    small = (np.abs(y) * _V8_SCALE + _HALF).astype(np.int64)
+    small = (np.abs(y) * V8_SCALE + _HALF).astype(np.int64)
     normal = np.minimum(((bits + 0x7FFFF + ((bits >> 20) & 1)) >> 20) - 768, V8_MAX)
     return np.where(bits < 0x30800000, small, normal).astype(np.uint8)
 

@@ -42,6 +42,7 @@ second_moment = _element(_formula.second_moment)
 amsgrad_max = _element(_formula.amsgrad_max)
 param_update = _element(_formula.param_update)
 clip_scales_kernel = njit(cache=True, error_model="numpy")(_formula.clip_scales)
+shifted_key = _element(_codes.shifted_key)
 
 
 @intrinsic
@@ -120,20 +121,21 @@ def _encode16(sm, sv, svm, codes16, m_at, v_at, vmax_at, n, key, index):
     stochastically rounded: m with the low 16 bits of the hash of (key, element index),
     v and v_max with the high 16."""
     m, v = codes16[m_at:m_at + n], codes16[v_at:v_at + n]
+    start = shifted_key(key, index)
     for j in range(n):
-        r = random_bits(key, index + j)
+        r = random_bits(start, j)
         m[j] = bf16_encode(float32(sm[j]), r & 0xFFFF)
         v[j] = bf16_encode(float32(sv[j]), r >> 16)
     if vmax_at >= 0:
         vm = codes16[vmax_at:vmax_at + n]
         for j in range(n):
-            vm[j] = bf16_encode(float32(svm[j]), random_bits(key, index + j) >> 16)
+            vm[j] = bf16_encode(float32(svm[j]), random_bits(start, j) >> 16)
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def _encode8(x, codes8, at, n, absmax, signed):
     """One block: its absmax from ``x[:n]``, then the nearest codes of ``x / absmax``."""
-    top = 0
+    top = magnitude_bits(float32(0))      # the codes' own integer type: 32-bit lanes
     for j in range(n):
         top = max(top, magnitude_bits(float32(x[j])))
     _encode8_with(x, codes8, at, n, absmax, signed, top)
@@ -208,13 +210,14 @@ def _update_range16(p, g, mc, vc, vmc, row, grad_scale, key, index):
     empty without AMSGrad.  (One loop, no scratch: 16-bit state needs no block scale.)"""
     (l2, limit, decay, one_minus_beta1, beta2, one_minus_beta2, step_size, denom_scale,
      eps, flush_below) = _row_constants(row)
+    start = shifted_key(key, index)
     if vmc.size == 0:
         for i in range(p.size):
             gi = effective_grad(g[i], p[i], grad_scale, l2, limit)
             mi = first_moment(bf16_decode(mc[i]), gi, one_minus_beta1, flush_below)
             vi = second_moment(bf16_decode(vc[i]), gi, beta2, one_minus_beta2,
                                flush_below)
-            r = random_bits(key, index + i)
+            r = random_bits(start, i)
             mc[i] = bf16_encode(float32(mi), r & 0xFFFF)
             vc[i] = bf16_encode(float32(vi), r >> 16)
             p[i] = param_update(p[i], mi, vi, decay, step_size, denom_scale, eps)
@@ -225,7 +228,7 @@ def _update_range16(p, g, mc, vc, vmc, row, grad_scale, key, index):
             vi = second_moment(bf16_decode(vc[i]), gi, beta2, one_minus_beta2,
                                flush_below)
             vmi = amsgrad_max(bf16_decode(vmc[i]), vi)
-            r = random_bits(key, index + i)
+            r = random_bits(start, i)
             mc[i] = bf16_encode(float32(mi), r & 0xFFFF)
             vc[i] = bf16_encode(float32(vi), r >> 16)
             vmc[i] = bf16_encode(float32(vmi), r >> 16)
@@ -238,8 +241,8 @@ def _update_block8(p, g, mc, vc, m_scale, v_scale, row, grad_scale, sm, sv):
     new moments into ``sm``/``sv`` for encoding; returns the pattern maxima of |m|, |v|."""
     (l2, limit, decay, one_minus_beta1, beta2, one_minus_beta2, step_size, denom_scale,
      eps, flush_below) = _row_constants(row)
-    top_m = 0
-    top_v = 0
+    top_m = magnitude_bits(float32(0))    # the codes' own integer type: 32-bit lanes
+    top_v = top_m
     for i in range(p.size):
         gi = effective_grad(g[i], p[i], grad_scale, l2, limit)
         mi = first_moment(m8_decode(mc[i]) * m_scale, gi, one_minus_beta1, flush_below)

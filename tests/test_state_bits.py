@@ -463,40 +463,75 @@ def test_low_bit_state_trains_as_well_on_digits():
 
 
 def test_native_code_functions_equal_the_shared_definitions():
-    """The CPU's 32-bit IR twins (``_bits.NATIVE``) against ``_codes``' own versions."""
+    """The CPU's 32-bit IR twins (``_bits.NATIVE``) against ``_codes``' own versions: the
+    hash (and its shifted key), every bfloat16 and 8-bit code, and encodings of patterns
+    around every rounding boundary, bit for bit."""
     from numba import float32, njit
     from numba_adam import _bits, _cpu
     generic = dict(zip(_codes.CODECS, _codes.make_codecs(
         njit(inline="always"), _bits.float_bits, _bits.bits_float, float32)))
-    hash_generic, decode_generic = generic["random_bits"], generic["bf16_decode"]
 
-    @njit
-    def hashes(keys, indices, native, shared):
-        for i in range(keys.size):
-            native[i] = _cpu.random_bits(keys[i], indices[i])
-            shared[i] = hash_generic(keys[i], indices[i])
-
-    @njit
-    def decode(codes, native, shared):
-        for i in range(codes.size):
-            native[i] = _cpu.bf16_decode(codes[i])
-            shared[i] = decode_generic(codes[i])
+    def both(name, out_dtype, *args):
+        ours, theirs = _run_both(getattr(_cpu, name), generic[name], out_dtype, *args)
+        np.testing.assert_array_equal(ours.view(np.uint8), theirs.view(np.uint8), err_msg=name)
+        return ours
 
     rng = np.random.default_rng(0)
     keys = rng.integers(0, 2 ** 32, 100_000, dtype=np.int64)
     indices = rng.integers(0, 2 ** 40, 100_000, dtype=np.int64)
-    native, shared = np.zeros(keys.size, np.int64), np.zeros(keys.size, np.int64)
-    hashes(keys, indices, native, shared)
-    np.testing.assert_array_equal(native, shared)
+    hashes = both("random_bits", np.int64, keys, indices)
     weyl = keys.astype(np.uint64) + (indices.astype(np.uint64) & 0xFFFFFFFF) * 0x9E3779B1
-    np.testing.assert_array_equal(native, ref._lowbias32(weyl).astype(np.int64))
+    np.testing.assert_array_equal(hashes, ref._lowbias32(weyl).astype(np.int64))
+    starts = np.array([_codes.shifted_key(int(k), int(i) - 7) for k, i in zip(keys, indices)])
+    np.testing.assert_array_equal(both("random_bits", np.int64, starts,
+                                       np.full(keys.size, 7, np.int64)), hashes)
 
-    codes = np.arange(1 << 16, dtype=np.uint16)
-    native, shared = np.zeros(codes.size, np.float32), np.zeros(codes.size, np.float32)
-    decode(codes, native, shared)
-    np.testing.assert_array_equal(native.view(np.uint32), shared.view(np.uint32))
-    np.testing.assert_array_equal(native.view(np.uint32),
-                                  _codes.bf16_to_float(codes).view(np.uint32))
+    codes16 = np.arange(1 << 16, dtype=np.uint16)
+    np.testing.assert_array_equal(both("bf16_decode", np.float32, codes16).view(np.uint32),
+                                  _codes.bf16_to_float(codes16).view(np.uint32))
+    # every top half (all NaN and Inf patterns among them) with low halves that round
+    # down, up and carry, against random and extreme noise
+    tops = np.arange(1 << 16, dtype=np.uint32) << 16
+    lows = np.array([0, 1, 0x7FFF, 0x8000, 0xFFFF], np.uint32)
+    patterns = (tops[:, None] | lows[None, :]).ravel()
+    values = patterns.view(np.float32)
+    for noise in (rng.integers(0, 1 << 16, values.size, dtype=np.int64),
+                  np.full(values.size, 0xFFFF, np.int64), np.zeros(values.size, np.int64)):
+        np.testing.assert_array_equal(both("bf16_encode", np.int64, values, noise),
+                                      _codes.float_to_bf16(values, noise))
+
+    codes8 = np.arange(256, dtype=np.uint8)
+    both("m8_decode", np.float32, codes8)
+    both("v8_decode", np.float32, codes8)
+    # all exponents and signs, with mantissas at and around the 8-bit codes' rounding ties
+    tops = np.arange(1 << 12, dtype=np.uint32) << 20
+    lows = np.array([0, 1, 0x7FFFF, 0x80000, 0x80001, 0xFFFFF], np.uint32)
+    values = np.concatenate([(tops[:, None] | lows[None, :]).ravel(), patterns,
+                             rng.integers(0, 1 << 32, 200_000, dtype=np.uint32)]).view(np.float32)
+    for name in ("m8_encode", "v8_encode", "magnitude_bits"):
+        both(name, np.int64, values)
+
+
+def _run_both(native, shared, out_dtype, *args):
+    """Two scalar code functions over the elements of ``args``, compiled: their results."""
+    from numba import njit
+
+    if len(args) == 1:
+        @njit
+        def run(x, ours, theirs):
+            for i in range(x.size):
+                ours[i] = native(x[i])
+                theirs[i] = shared(x[i])
+    else:
+        @njit
+        def run(x, y, ours, theirs):
+            for i in range(x.size):
+                ours[i] = native(x[i], y[i])
+                theirs[i] = shared(x[i], y[i])
+
+    ours, theirs = np.zeros(args[0].size, out_dtype), np.zeros(args[0].size, out_dtype)
+    run(*args, ours, theirs)
+    return ours, theirs
 
 
 def test_legacy_keras_weights_round_trip_with_8_bit_state():

@@ -9,6 +9,7 @@ same time.  The old checkout need not have ``numba-adam bench`` or any newer API
 ``--sizes``: bare step times.  Sizes are single tensors, except 294 (the transformer
 model of ``numba-adam bench``) and 10 (ten 1000-element tensors); a trailing ``a``
 (``294a``) steps plain arrays with a list of gradients instead of a ParamBuffer.
+``--state-bits``: the optimizer state format of those steps (32, 16 or 8).
 ``--loop``: a training loop at 68k and 1M parameters (two 256x256 NumPy matmuls, then
 the step): the step inside the loop, the whole iteration over the same loop with a
 serial same-bytes kernel (defined here, the same for both trees), and the bare step on
@@ -28,7 +29,9 @@ import sys
 STEPS = r"""
 import sys, time, json, numpy as np, numba_adam
 out = {}
-for s in sys.argv[1:]:
+state_bits = int(sys.argv[1])
+options = {} if state_bits == 32 else {"state_bits": state_bits}
+for s in sys.argv[2:]:
     arrays = s.endswith("a")      # plain arrays and a list of gradients, not a ParamBuffer
     n = int(float(s.rstrip("a")))
     if n == 294:
@@ -42,13 +45,13 @@ for s in sys.argv[1:]:
     if arrays:
         params = [rng.standard_normal(sh).astype(np.float32) for sh in shapes]
         grads = [(rng.standard_normal(sh) * 1e-3).astype(np.float32) for sh in shapes]
-        opt = numba_adam.Adam(params, lr=1e-6)
+        opt = numba_adam.Adam(params, lr=1e-6, **options)
         step = lambda: opt.step(grads)
     else:
         buf = numba_adam.ParamBuffer({str(i): rng.standard_normal(sh) for i, sh in
                                       enumerate(shapes)}, np.float32)
         buf.grad[:] = rng.standard_normal(buf.size) * 1e-3
-        opt = numba_adam.Adam(buf, lr=1e-6)
+        opt = numba_adam.Adam(buf, lr=1e-6, **options)
         step = opt.step
     size = sum(int(np.prod(sh)) for sh in shapes)
     inner = max(1, int(2e6 / size))
@@ -189,6 +192,8 @@ def main() -> None:
     parser.add_argument("--loop", action="store_true", help="also the training-loop figures")
     parser.add_argument("--neighbour", action="store_true",
                         help="also the good-neighbour figures (needs torch)")
+    parser.add_argument("--state-bits", type=int, choices=(32, 16, 8), default=32,
+                        help="state format of the --sizes steps")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     trees = {"before": os.path.abspath(args.before), "after": os.path.abspath(args.after)}
@@ -201,7 +206,7 @@ def main() -> None:
     for round_ in range(args.rounds):
         for name, tree in trees.items():
             if sizes:
-                for size, seconds in _run(STEPS, tree, *sizes).items():
+                for size, seconds in _run(STEPS, tree, str(args.state_bits), *sizes).items():
                     add(name, size, seconds)
             if args.loop:
                 for label, value in _run(LOOP, tree).items():
