@@ -14,6 +14,10 @@ Three kinds of case:
 - **step**: one optimizer step on its own, against NumPy, PyTorch (``fused``
   and ``foreach``), and a "roofline" kernel that moves the same bytes with no
   arithmetic (read p, g, m, v and write p, m, v, plus v_max with AMSGrad).
+  With ``--state-bits 16,8`` each low-bit format runs beside its own roofline
+  (uint16 or uint8 codes, and 8-bit's float32 block scales), and, where they
+  are installed, bitsandbytes' ``Adam8bit`` and torchao's ``AdamW8bit`` on CPU
+  tensors run beside our 8-bit state.
 - **loop**: a training-loop iteration (two 256x256 matmuls, then the step),
   against the same loop with a serial same-bytes kernel in place of the step,
   and the in-loop step against the bare step of the same model on one thread.
@@ -31,6 +35,7 @@ Three kinds of case:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -70,10 +75,31 @@ def _same_bytes(p, g, m, v, v_max):
             v[i] += a
 
 
-def _same_bytes_kernel(threaded: bool):
-    """The same-bytes kernel, serial or ``parallel=True`` (compiled on first use, so
-    importing this module stays light for the workers that time other libraries)."""
-    if threaded not in _kernels:
+def _same_bytes_codes(p, g, m, v, v_max, absmax):
+    """The bytes of a low-bit step: reads p, g and the codes m, v (and v_max), writes p and
+    the codes, and reads and writes the float32 block scales (``absmax``: empty for 16-bit
+    state)."""
+    if v_max.size:
+        for i in prange(p.size):
+            p[i] += g[i]
+            m[i] = ~m[i]
+            v[i] = ~v[i]
+            v_max[i] = ~v_max[i]
+    else:
+        for i in prange(p.size):
+            p[i] += g[i]
+            m[i] = ~m[i]
+            v[i] = ~v[i]
+    if absmax.size:
+        for b in prange(absmax.size):
+            absmax[b] += 1
+
+
+def _same_bytes_kernel(threaded: bool, codes: bool = False):
+    """The same-bytes kernel (``codes``: of low-bit state), serial or ``parallel=True``
+    (compiled on first use, so importing this module stays light for the workers that time
+    other libraries)."""
+    if (threaded, codes) not in _kernels:
         from numba import njit
         if threaded:
             _start_tbb_layer()
@@ -81,8 +107,8 @@ def _same_bytes_kernel(threaded: bool):
             kernel = njit(nogil=True, parallel=True, fastmath=True, error_model="numpy")
         else:
             kernel = njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
-        _kernels[threaded] = kernel(_same_bytes)
-    return _kernels[threaded]
+        _kernels[threaded, codes] = kernel(_same_bytes_codes if codes else _same_bytes)
+    return _kernels[threaded, codes]
 
 
 def _start_tbb_layer() -> None:
@@ -106,17 +132,26 @@ def roofline_layer() -> str:
 
 class SameBytes:
     """The roofline for ``n`` parameters: a prange loop that moves an Adam step's bytes on
-    Numba's threads (``serial=True``: a plain loop on the caller)."""
+    Numba's threads (``serial=True``: a plain loop on the caller); ``state_bits`` 16 or 8:
+    the bytes of that state format (uint16 or uint8 codes, 8-bit's block scales)."""
 
     def __init__(self, n: int, dtype: Any = np.float32, amsgrad: bool = False,
-                 serial: bool = False, rng: Any = None) -> None:
+                 serial: bool = False, rng: Any = None, state_bits: int = 32) -> None:
         rng = rng if rng is not None else np.random.default_rng(1)
-        self.arrays = [(rng.standard_normal(n) * 1e-30).astype(dtype) for _ in range(4)]
-        self.v_max = np.zeros(n if amsgrad else 0, dtype)
-        self._kernel = _same_bytes_kernel(not serial)
+        self.arrays = [(rng.standard_normal(n) * 1e-30).astype(dtype) for _ in range(2)]
+        state = dtype if state_bits == 32 else {16: np.uint16, 8: np.uint8}[state_bits]
+        self.arrays += [np.zeros(n, state), np.zeros(n, state), np.zeros(n if amsgrad else 0,
+                                                                          state)]
+        if state_bits == 32:
+            self.arrays[2:4] = [(rng.standard_normal(n) * 1e-30).astype(dtype)
+                                for _ in range(2)]
+        else:
+            blocks = (n + 255) // 256 if state_bits == 8 else 0    # m's and v's (v_max's)
+            self.arrays.append(np.zeros((3 if amsgrad else 2) * blocks, np.float32))
+        self._kernel = _same_bytes_kernel(not serial, codes=state_bits != 32)
 
     def __call__(self) -> None:
-        self._kernel(*self.arrays, self.v_max)
+        self._kernel(*self.arrays)
 
 
 # -- model shapes ------------------------------------------------------------
@@ -236,18 +271,48 @@ def _torch(kind: str):
     return make
 
 
-def _roofline(shapes, dtype, amsgrad, rng):
-    return SameBytes(_size(shapes), dtype, amsgrad, rng=rng)
+def _roofline(state_bits: int = 32):
+    def make(shapes, dtype, amsgrad, rng):
+        return SameBytes(_size(shapes), dtype, amsgrad, rng=rng, state_bits=state_bits)
+    return make
+
+
+def _torch_8bit(library: str):
+    """bitsandbytes' ``Adam8bit`` or torchao's ``AdamW8bit`` (weight decay 0, so the same
+    update) on CPU tensors."""
+    def make(shapes, dtype, amsgrad, rng):
+        import torch
+        if library == "bitsandbytes":
+            import bitsandbytes
+            optimizer, options = bitsandbytes.optim.Adam8bit, {}
+        else:
+            from torchao.optim import AdamW8bit as optimizer
+            options = {"weight_decay": 0.0, "amsgrad": amsgrad}
+        params = [torch.nn.Parameter(torch.tensor(rng.standard_normal(s), dtype=torch.float32))
+                  for s in shapes]
+        for p in params:
+            p.grad = torch.tensor(rng.standard_normal(tuple(p.shape)) * 1e-3,
+                                  dtype=torch.float32)
+        return optimizer(params, lr=1e-6, **options).step
+    return make
 
 
 STEP_IMPLEMENTATIONS: dict[str, Callable] = {
     "numba_adam": _numba_adam, "numba_adam (plain arrays)": _numba_adam_arrays,
     "numpy": _numpy, "torch fused": _torch("fused"), "torch foreach": _torch("foreach"),
-    "roofline": _roofline,
+    "roofline": _roofline(),
 }
 NEEDS_TORCH = {"torch fused", "torch foreach"}
 for _bits in STATE_BITS_SUFFIX:
     STEP_IMPLEMENTATIONS[f"numba_adam{STATE_BITS_SUFFIX[_bits]}"] = _numba_adam_bits(_bits)
+    STEP_IMPLEMENTATIONS[f"roofline{STATE_BITS_SUFFIX[_bits]}"] = _roofline(_bits)
+# Other libraries' 8-bit Adam, timed beside ours where installed (float32 only): the
+# module each needs, and whether it has AMSGrad.
+OTHER_8BIT = {f"bitsandbytes Adam8bit{STATE_BITS_SUFFIX[8]}": ("bitsandbytes", False),
+              f"torchao AdamW8bit{STATE_BITS_SUFFIX[8]}": ("torchao", True)}
+for _name, (_module, _) in OTHER_8BIT.items():
+    STEP_IMPLEMENTATIONS[_name] = _torch_8bit(_module)
+    NEEDS_TORCH.add(_name)
 # Compute cost per element of each state format: one thread, the model in cache.
 COST_IMPLEMENTATIONS: dict[str, Callable] = {
     f"1 thread{STATE_BITS_SUFFIX.get(b, ', 32-bit state')}": _numba_adam_bits(b, True)
@@ -363,7 +428,7 @@ def worker_main() -> None:
     """A bench worker: one implementation, timed on request (JSON lines on stdin/stdout)."""
     setup = json.loads(sys.stdin.readline())
     name, threads = setup["implementation"], setup.get("threads")
-    if threads and "torch" in name:
+    if threads and name in NEEDS_TORCH:
         import torch
         torch.set_num_threads(threads)
     if threads and (name.startswith("numba_adam") or "loop" in name):
@@ -372,7 +437,7 @@ def worker_main() -> None:
     fn = ALL_IMPLEMENTATIONS[name](
         [tuple(s) for s in setup["shapes"]], np.dtype(setup["dtype"]), setup["amsgrad"],
         np.random.default_rng(0))
-    if threads and name == "roofline":
+    if threads and name.startswith("roofline"):
         import numba
         numba.set_num_threads(threads)
     # Warm up: compile or load from the cache, and fill caches.
@@ -401,7 +466,7 @@ def worker_main() -> None:
 
 def _layer_of(implementation: str) -> str | None:
     """Which threading layer a worker's implementation ran on (None: not a Numba one)."""
-    if implementation == "roofline":
+    if implementation.startswith("roofline"):
         return f"Numba's {roofline_layer()} layer"
     if implementation.startswith("numba_adam"):
         from . import _threads
@@ -522,7 +587,12 @@ def _spread(r: dict[str, float]) -> str:
 def build_cases(args: argparse.Namespace, torch_available: bool) -> list[Case]:
     step_impls = [n for n in STEP_IMPLEMENTATIONS if (torch_available or n not in NEEDS_TORCH)
                   and state_bits_of(n) == 32]
-    low_bit = [f"numba_adam{STATE_BITS_SUFFIX[b]}" for b in args.bits_list if b != 32]
+    low_bit = [f"{who}{STATE_BITS_SUFFIX[b]}" for b in args.bits_list if b != 32
+               for who in ("numba_adam", "roofline")]
+    if 8 in args.bits_list and torch_available and np.dtype(args.dtype) == np.float32:
+        low_bit += [name for name, (module, has_amsgrad) in OTHER_8BIT.items()
+                    if importlib.util.find_spec(module) is not None
+                    and (has_amsgrad or not args.amsgrad)]
     cases = []
     for n in args.size_list:
         cases.append(Case(f"1 tensor, {n:.0e}".replace("e+0", "e"), [(n,)], "step",
@@ -560,7 +630,7 @@ def layers_used(results: list[Result]) -> dict[str, str]:
     reported it (the first of each)."""
     layers: dict[str, str] = {}
     for r in results:
-        who = "roofline" if r.implementation == "roofline" else "numba_adam"
+        who = "roofline" if r.implementation.startswith("roofline") else "numba_adam"
         if r.layer and who not in layers:
             layers[who] = r.layer
     return layers
@@ -605,19 +675,25 @@ def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dic
                         measurement=alone.implementation, alone_seconds=alone.median,
                         with_numba_adam_seconds=r.median, with_over_alone=ratio(r, alone)))
         else:
-            ours, roof = rows.get("numba_adam"), rows.get("roofline")
-            torch = rows.get("torch fused")
+            ours, torch = rows.get("numba_adam"), rows.get("torch fused")
             for name, r in rows.items():
                 bits = state_bits_of(name)
                 moved = bytes_per_param(dtype, amsgrad, bits)
-                # the roofline kernel moves 32-bit state's bytes: scale it to this format's
-                roof_fraction = _scaled(ratio(roof, r), moved / per_param) if roof else None
+                suffix = STATE_BITS_SUFFIX.get(bits, "")
+                same_bits, roof = rows.get(f"numba_adam{suffix}"), rows.get(f"roofline{suffix}")
+                roof_fraction = ratio(roof, r) if roof else None
+                if roof is None and rows.get("roofline"):
+                    # only the 32-bit roofline ran: scale it to this format's bytes
+                    roof_fraction = _scaled(ratio(rows["roofline"], r), moved / per_param)
                 out["step"].append(dict(
                     case=case, implementation=name, params=r.params, tensors=r.tensors,
                     median_seconds=r.median, seconds=r.seconds,
                     gb_per_s=r.params * moved / r.median / 1e9,
                     roofline_fraction=roof_fraction,
-                    over_numba_adam=ratio(r, ours) if ours and name != "numba_adam" else None))
+                    over_numba_adam=ratio(r, same_bits) if same_bits and r is not same_bits
+                    else None))
+                if not name.startswith("numba_adam"):
+                    continue
                 if bits != 32 or (name == "numba_adam" and any(
                         state_bits_of(n) != 32 for n in rows)):
                     out["formats"].append(dict(
@@ -765,10 +841,11 @@ def plot(summary: dict[str, list[dict]], dtype, amsgrad: bool, path: str) -> str
         return "matplotlib is not installed (pip install 'numba-adam[plot]'): no plot written"
     rows = [r for r in summary["step"] if r["tensors"] == 1]
     fig, ax = plt.subplots(figsize=(7, 4))
-    names = sorted({r["implementation"] for r in rows}, key=lambda n: (n == "roofline", n))
+    names = sorted({r["implementation"] for r in rows},
+                   key=lambda n: (n.startswith("roofline"), n))
     for name in names:
         mine = sorted((r for r in rows if r["implementation"] == name), key=lambda r: r["params"])
-        style = dict(color="black", ls="--") if name == "roofline" else {}
+        style = dict(color="black", ls="--") if name.startswith("roofline") else {}
         ax.plot([r["params"] for r in mine], [r["gb_per_s"] for r in mine], marker="o",
                 label=name, **style)
     ax.set_xscale("log")
@@ -823,8 +900,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_mpi(args: argparse.Namespace, torch_available: bool, progress) -> int:
-    import importlib.util
-
     from . import _bench_mpi
     if importlib.util.find_spec("mpi4py") is None:
         print("numba-adam bench --mpi needs mpi4py: pip install 'numba-adam[mpi]'",
@@ -845,7 +920,6 @@ def _run_mpi(args: argparse.Namespace, torch_available: bool, progress) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import importlib.util
     dtype = np.dtype(args.dtype)
     torch_available = importlib.util.find_spec("torch") is not None and not args.no_torch
     args.sizes_given = args.sizes is not None

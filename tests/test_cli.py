@@ -3,8 +3,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from numba_adam import cli, demo
+from numba_adam.bench import SameBytes, bytes_per_param
 
 
 def test_info_reports_versions_cache_and_cuda(capsys):
@@ -102,9 +104,27 @@ def test_bench_state_bits_reports_formats_and_the_bandwidth_model():
     assert formats[8]["state_bytes_per_param"] < 2.1 < formats[16]["state_bytes_per_param"]
     assert formats[16]["bytes_per_param"] == 20
     assert formats[8]["speed_over_32_bit"]["median"] > 0
+    steps = {r["implementation"]: r for r in out["step"]}
+    for suffix in (", 16-bit state", ", 8-bit state"):
+        assert f"roofline{suffix}" in steps    # each format beside its own same-bytes kernel
+        assert steps[f"numba_adam{suffix}"]["roofline_fraction"]["median"] > 0
+        assert steps[f"roofline{suffix}"]["over_numba_adam"]["median"] > 0
     costs = {r["state_bits"]: r for r in out["costs"]}
     assert set(costs) == {32, 16, 8} and all(r["ns_per_element"] > 0 for r in costs.values())
     assert costs[8]["additive_wins_below_gb_per_s_per_core"] > 0
     bad = subprocess.run([sys.executable, "-m", "numba_adam.cli", "bench", "--state-bits", "4"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--state-bits must list 32, 16 or 8" in bad.stderr
+
+
+@pytest.mark.parametrize("state_bits", [32, 16, 8])
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_same_bytes_kernel_moves_a_steps_bytes(state_bits, amsgrad):
+    """Each format's roofline holds (so moves) the bytes the bench credits a step with."""
+    n = 1000
+    roofline = SameBytes(n, np.float32, amsgrad=amsgrad, state_bits=state_bits)
+    roofline()
+    p, g = roofline.arrays[:2]
+    moved = 2 * p.nbytes + g.nbytes + 2 * sum(a.nbytes for a in roofline.arrays[2:])
+    assert moved == pytest.approx(n * bytes_per_param(np.float32, amsgrad, state_bits),
+                                  rel=0.002)
