@@ -743,7 +743,8 @@ def _format_costs(costs: dict[int, dict[int, float]], dtype, amsgrad: bool) -> l
 def format_tables(summary: dict[str, list[dict]]) -> str:
     lines = []
     if summary["step"]:
-        lines.append(f"{'case':<20} {'implementation':<26} {'ms/step':>9} {'GB/s':>6} "
+        width = max(26, *(len(row["implementation"]) for row in summary["step"]))
+        lines.append(f"{'case':<20} {'implementation':<{width}} {'ms/step':>9} {'GB/s':>6} "
                      f"{'of roofline':>18} {'numba_adam is':>20}")
         last = None
         for row in summary["step"]:
@@ -754,7 +755,7 @@ def format_tables(summary: dict[str, list[dict]]) -> str:
             roof_text = (f"{roof['median']:.0%} [{roof['low']:.0%}-{roof['high']:.0%}]"
                          if roof else "-")
             over = _spread(row["over_numba_adam"]) if row["over_numba_adam"] else ""
-            lines.append(f"{row['case']:<20} {row['implementation']:<26} "
+            lines.append(f"{row['case']:<20} {row['implementation']:<{width}} "
                          f"{row['median_seconds'] * 1e3:9.4f} {row['gb_per_s']:6.1f} "
                          f"{roof_text:>18} {over:>20}")
     if summary["formats"]:
