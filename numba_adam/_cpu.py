@@ -256,6 +256,31 @@ def _update_block8(p, g, mc, vc, m_scale, v_scale, row, grad_scale, sm, sv):
     return top_m, top_v
 
 
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _update_block8_amsgrad(p, g, mc, vc, vmc, m_scale, v_scale, vmax_scale, row, grad_scale,
+                           sm, sv, svm):
+    """``_update_block8`` with AMSGrad: v_max's codes too, and the maximum of its |v_max|."""
+    (l2, limit, decay, one_minus_beta1, beta2, one_minus_beta2, step_size, denom_scale,
+     eps, flush_below) = _row_constants(row)
+    top_m = magnitude_bits(float32(0))
+    top_v = top_m
+    top_vm = top_m
+    for i in range(p.size):
+        gi = effective_grad(g[i], p[i], grad_scale, l2, limit)
+        mi = first_moment(m8_decode(mc[i]) * m_scale, gi, one_minus_beta1, flush_below)
+        vi = second_moment(v8_decode(vc[i]) * v_scale, gi, beta2, one_minus_beta2,
+                           flush_below)
+        vmi = amsgrad_max(v8_decode(vmc[i]) * vmax_scale, vi)
+        sm[i] = mi
+        sv[i] = vi
+        svm[i] = vmi
+        top_m = max(top_m, magnitude_bits(float32(mi)))
+        top_v = max(top_v, magnitude_bits(float32(vi)))
+        top_vm = max(top_vm, magnitude_bits(float32(vmi)))
+        p[i] = param_update(p[i], mi, vmi, decay, step_size, denom_scale, eps)
+    return top_m, top_v, top_vm
+
+
 # The 8-bit block loop does enough arithmetic per byte that the hardware prefetchers alone
 # leave DRAM idle between bursts: it prefetches PREFETCH_AHEAD elements ahead (6e7
 # parameters, 2 threads: 75 -> 60 ms).  The fused 16-bit loop runs best unchunked and
@@ -270,6 +295,17 @@ def _prefetch(array, start, n):
     step = max(1, 64 // array.itemsize)
     for i in range(start, end, step):
         _bits.prefetch(array.ctypes.data + i * array.itemsize)
+
+
+@njit(inline="always")
+def _prefetch_chunk8(p, g, codes8, c, n, code_starts):
+    """Prefetch the chunk ``PREFETCH_AHEAD`` elements past element ``c`` of one 8-bit work
+    item: its parameters, gradients and the codes from each of ``code_starts``."""
+    ahead = c + PREFETCH_AHEAD
+    _prefetch(p, ahead, STATE_CHUNK)
+    _prefetch(g, ahead, STATE_CHUNK)
+    for at in code_starts:
+        _prefetch(codes8, at + ahead, min(STATE_CHUNK, max(n - ahead, 0)))
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
@@ -333,11 +369,7 @@ def _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absm
     m_at, v_at = tensors[t, STATE_OFFSET] + begin, tensors[t, V_OFFSET] + begin
     for c in range(0, n, STATE_CHUNK):
         k = min(STATE_CHUNK, n - c)
-        ahead = c + PREFETCH_AHEAD
-        _prefetch(p, ahead, STATE_CHUNK)
-        _prefetch(g, ahead, STATE_CHUNK)
-        _prefetch(codes8, m_at + ahead, min(STATE_CHUNK, max(n - ahead, 0)))
-        _prefetch(codes8, v_at + ahead, min(STATE_CHUNK, max(n - ahead, 0)))
+        _prefetch_chunk8(p, g, codes8, c, n, (m_at, v_at))
         mb, vb = (m_at + c) // _codes.BLOCK, (v_at + c) // _codes.BLOCK
         top_m, top_v = _update_block8(p[c:c + k], g[c:c + k],
                                       codes8[m_at + c:m_at + c + k],
@@ -351,17 +383,27 @@ def _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absm
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def _update_item8_amsgrad(item, items, tensors, scalars, grad_scales, like, codes8, absmax, sm,
                           sv, svm):
-    """Adam update of one work item with 8-bit state and AMSGrad, a block at a time: decode
-    m, v and v_max into float scratch, the element update, encode."""
+    """``_update_item8`` with AMSGrad: v_max decoded and encoded beside m and v, and m's
+    code zeroed where v_max's (the denominator) is."""
     if not _updates(item, items, tensors):
         return
     t, begin, n, p, g, row, grad_scale = _item_arrays(item, items, tensors, scalars,
                                                       grad_scales, like)
+    m_at, v_at = tensors[t, STATE_OFFSET] + begin, tensors[t, V_OFFSET] + begin
+    vm_at = tensors[t, VMAX_OFFSET] + begin
     for c in range(0, n, STATE_CHUNK):
         k = min(STATE_CHUNK, n - c)
-        _decode_state8(t, tensors, begin + c, k, codes8, absmax, sm, sv, svm)
-        _update_range(p[c:c + k], g[c:c + k], sm[:k], sv[:k], svm[:k], row, grad_scale)
-        _encode_state8(t, tensors, begin + c, k, codes8, absmax, sm, sv, svm)
+        _prefetch_chunk8(p, g, codes8, c, n, (m_at, v_at, vm_at))
+        mb, vb, vmb = ((m_at + c) // _codes.BLOCK, (v_at + c) // _codes.BLOCK,
+                       (vm_at + c) // _codes.BLOCK)
+        top_m, top_v, top_vm = _update_block8_amsgrad(
+            p[c:c + k], g[c:c + k], codes8[m_at + c:m_at + c + k],
+            codes8[v_at + c:v_at + c + k], codes8[vm_at + c:vm_at + c + k], absmax[mb],
+            absmax[vb], absmax[vmb], row, grad_scale, sm, sv, svm)
+        _encode8_with(sm, codes8, m_at + c, k, absmax, True, top_m)
+        _encode8_with(sv, codes8, v_at + c, k, absmax, False, top_v)
+        _encode8_with(svm, codes8, vm_at + c, k, absmax, False, top_vm)
+        _zero_m8_where_denominator_zero(codes8, m_at + c, vm_at + c, k)
 
 
 @njit(inline="always")

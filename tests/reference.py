@@ -203,30 +203,38 @@ def dequantize_blocks(codes, absmax, signed, block=256):
 
 
 def lowbit_torch_adam(p, grads, bits, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, seed=0,
-                      index_base=0):
-    """``torch.optim.Adam``'s rule on one flat float32 tensor whose m and v are stored with
-    16 bits (bfloat16, stochastic rounding keyed on seed, step and element index) or 8 bits
-    (blocks of 256, float-like codes; a zero second-moment code zeroes the first moment)
-    between steps.  Returns (p, m, v) with m, v the stored values."""
+                      index_base=0, amsgrad=False):
+    """``torch.optim.Adam``'s rule on one flat float32 tensor whose m and v (and, with
+    ``amsgrad``, v_max) are stored with 16 bits (bfloat16, stochastic rounding keyed on
+    seed, step and element index; v_max rounds with v's bits) or 8 bits (blocks of 256,
+    float-like codes; a zero code of the denominator's moment zeroes the first moment)
+    between steps.  Returns (p, m, v) with m, v the stored values, and v_max's with
+    ``amsgrad``: (p, m, v, v_max)."""
     p = np.array(p, np.float32)
     m = np.zeros_like(p)
     v = np.zeros_like(p)
+    v_max = np.zeros_like(p)
     b1, b2 = betas
     index = index_base + np.arange(p.size, dtype=np.uint64)
     for step, g in enumerate(grads, start=1):
         g = np.asarray(g, np.float32)
         m_new = (m + np.float32(1 - b1) * (g - m)).astype(np.float32)
         v_new = (np.float32(b2) * v + np.float32(1 - b2) * g * g).astype(np.float32)
+        vmax_new = np.maximum(v_max, v_new)
         bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
+        den = vmax_new if amsgrad else v_new
         p = (p - np.float32(lr / bc1) * m_new /
-             (np.sqrt(v_new) * np.float32(1 / np.sqrt(bc2)) + np.float32(eps))).astype(np.float32)
+             (np.sqrt(den) * np.float32(1 / np.sqrt(bc2)) + np.float32(eps))).astype(np.float32)
         if bits == 16:
             r = _lowbias32(group_key(seed, step) + index * 0x9E3779B1)
             m = stochastic_bf16(m_new, r & 0xFFFF)
             v = stochastic_bf16(v_new, (r >> 16) & 0xFFFF)
+            v_max = stochastic_bf16(vmax_new, (r >> 16) & 0xFFFF)
         else:
             mc, ms = quantize_blocks(m_new, True)
             vc, vs = quantize_blocks(v_new, False)
-            mc[vc == 0] = 0
+            vmc, vms = quantize_blocks(vmax_new, False)
+            mc[(vmc if amsgrad else vc) == 0] = 0
             m, v = dequantize_blocks(mc, ms, True), dequantize_blocks(vc, vs, False)
-    return p, m, v
+            v_max = dequantize_blocks(vmc, vms, False)
+    return (p, m, v, v_max) if amsgrad else (p, m, v)

@@ -92,28 +92,36 @@ def test_8bit_round_trip_error_by_magnitude(signed):
 
 
 # -- the kernels against the NumPy reference ---------------------------------------------
+@pytest.mark.parametrize("amsgrad", [False, True])
 @pytest.mark.parametrize("bits", [16, 8])
-def test_kernel_matches_the_reference(bits):
+def test_kernel_matches_the_reference(bits, amsgrad):
     rng = np.random.default_rng(3)
     w0 = rng.standard_normal(70_000).astype(np.float32)   # several work items and blocks
     grads = [(rng.standard_normal(w0.size) * rng.uniform(0.01, 10)).astype(np.float32)
              for _ in range(8)]
+    if amsgrad:       # small gradients last: v falls below v_max (AMSGrad's own path)
+        grads += [g * np.float32(1e-3) for g in grads[:3]]
     buf = numba_adam.ParamBuffer({"w": w0})
-    opt = numba_adam.Adam(buf, lr=1e-2, state_bits=bits, seed=7)
+    opt = numba_adam.Adam(buf, lr=1e-2, state_bits=bits, seed=7, amsgrad=amsgrad)
     for g in grads:
         buf.grads["w"][:] = g
         opt.step()
-    p, m, v = ref.lowbit_torch_adam(w0, grads, bits, lr=1e-2, seed=7)
+    p, m, v, *v_max = ref.lowbit_torch_adam(w0, grads, bits, lr=1e-2, seed=7,
+                                            amsgrad=amsgrad)
     state = opt.tensor_state(0)
+    pairs = [(state.exp_avg, m), (state.exp_avg_sq, v)]
+    if amsgrad:
+        pairs.append((state.max_exp_avg_sq, v_max[0]))
+        assert np.mean(v_max[0] > v) > 0.3
     if bits == 16:      # the same random bits: the stored moments agree (but where fused
         # arithmetic moved a value by an ulp across a rounding threshold)
-        assert np.mean(state.exp_avg == m) > 0.999 and np.mean(state.exp_avg_sq == v) > 0.999
+        for ours, theirs in pairs:
+            assert np.mean(ours == theirs) > 0.999
         np.testing.assert_allclose(state.exp_avg, m, rtol=2.0 ** -7, atol=1e-7)
-        np.testing.assert_allclose(buf["w"], p, rtol=1e-4, atol=1e-4)
     else:               # fused arithmetic moves some values by an ulp, and so some codes
-        np.testing.assert_allclose(state.exp_avg, m, rtol=0.07, atol=1e-6)
-        np.testing.assert_allclose(state.exp_avg_sq, v, rtol=0.07, atol=1e-8)
-        np.testing.assert_allclose(buf["w"], p, rtol=1e-4, atol=1e-4)
+        for (ours, theirs), atol in zip(pairs, (1e-6, 1e-8, 1e-8)):
+            np.testing.assert_allclose(ours, theirs, rtol=0.07, atol=atol)
+    np.testing.assert_allclose(buf["w"], p, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("bits", [16, 8])

@@ -9,7 +9,8 @@ same time.  The old checkout need not have ``numba-adam bench`` or any newer API
 ``--sizes``: bare step times.  Sizes are single tensors, except 294 (the transformer
 model of ``numba-adam bench``) and 10 (ten 1000-element tensors); a trailing ``a``
 (``294a``) steps plain arrays with a list of gradients instead of a ParamBuffer.
-``--state-bits``: the optimizer state format of those steps (32, 16 or 8).
+``--state-bits``: the optimizer state format of those steps (32, 16 or 8); ``--amsgrad``:
+with AMSGrad.
 ``--loop``: a training loop at 68k and 1M parameters (two 256x256 NumPy matmuls, then
 the step): the step inside the loop, the whole iteration over the same loop with a
 serial same-bytes kernel (defined here, the same for both trees), and the bare step on
@@ -29,8 +30,10 @@ import sys
 STEPS = r"""
 import sys, time, json, numpy as np, numba_adam
 out = {}
-state_bits = int(sys.argv[1])
+state_bits, amsgrad = int(sys.argv[1].rstrip("a")), sys.argv[1].endswith("a")
 options = {} if state_bits == 32 else {"state_bits": state_bits}
+if amsgrad:
+    options["amsgrad"] = True
 for s in sys.argv[2:]:
     arrays = s.endswith("a")      # plain arrays and a list of gradients, not a ParamBuffer
     n = int(float(s.rstrip("a")))
@@ -194,6 +197,7 @@ def main() -> None:
                         help="also the good-neighbour figures (needs torch)")
     parser.add_argument("--state-bits", type=int, choices=(32, 16, 8), default=32,
                         help="state format of the --sizes steps")
+    parser.add_argument("--amsgrad", action="store_true", help="the --sizes steps with AMSGrad")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     trees = {"before": os.path.abspath(args.before), "after": os.path.abspath(args.after)}
@@ -203,10 +207,11 @@ def main() -> None:
     def add(name: str, label: str, value: float) -> None:
         samples.setdefault(label, {"before": [], "after": []})[name].append(value)
 
+    state = f"{args.state_bits}{'a' if args.amsgrad else ''}"    # the script's argv[1]
     for round_ in range(args.rounds):
         for name, tree in trees.items():
             if sizes:
-                for size, seconds in _run(STEPS, tree, str(args.state_bits), *sizes).items():
+                for size, seconds in _run(STEPS, tree, state, *sizes).items():
                     add(name, size, seconds)
             if args.loop:
                 for label, value in _run(LOOP, tree).items():
