@@ -31,6 +31,7 @@ import warnings
 import numpy as np
 
 import numba_adam
+from compare_8bit_codes import nearest, tree_map   # bitsandbytes' codes, rebuilt there
 from numba_adam import _codes
 
 BETA1, BETA2, EPS, LR = 0.9, 0.999, 1e-8, 1e-3
@@ -74,27 +75,16 @@ def linear(signed: bool) -> np.ndarray:
     return np.arange(-127, 128) / 127 if signed else np.arange(256) / 255
 
 
-def tree_map(signed: bool) -> np.ndarray:
-    """bitsandbytes' dynamic map (``create_dynamic_map``, 7 exponent bits)."""
-    values = [0.0, 1.0]
-    for i in range(7):
-        parts = 2 ** i if signed else 2 ** (i + 1)
-        edges = np.linspace(0.1, 1.0, parts + 1)
-        means = (edges[:-1] + edges[1:]) / 2 * 10.0 ** (i - 6)
-        values += list(means) + (list(-means) if signed else [])
-    return np.unique(np.array(values))
-
-
 OURS = (np.unique(_codes.m8_to_float(np.arange(256))).astype(np.float64),
         np.unique(_codes.v8_to_float(np.arange(_codes.V8_MAX + 1))).astype(np.float64))
 
 
 def round_to(y: np.ndarray, table: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
     """Nearest entry of ``table`` (``rng`` given: a neighbour drawn by distance)."""
+    if rng is None:
+        return nearest(y, table)
     i = np.clip(np.searchsorted(table, y), 1, len(table) - 1)
     lower, upper = table[i - 1], table[i]
-    if rng is None:
-        return np.where(np.abs(y - lower) <= np.abs(upper - y), lower, upper)
     up = rng.random(y.shape) < (y - lower) / (upper - lower)
     return np.where(up, upper, lower)
 
@@ -187,7 +177,8 @@ def variants() -> dict:
         "sim: m linear, v E4M4": simulated(linear(True), float_like(4, 4, False)),
         "sim: two tiers, m 3 and v 6 binades fine": simulated(two_tier(3, True),
                                                               two_tier(6, False)),
-        "sim: tree map (bitsandbytes' codes)": simulated(tree_map(True), tree_map(False)),
+        "sim: tree map (bitsandbytes' codes)": simulated(tree_map(True).astype(np.float64),
+                                                         tree_map(False).astype(np.float64)),
     })
     return out
 
