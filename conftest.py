@@ -9,5 +9,16 @@ def _mpi_usable() -> bool:
     return True
 
 
-# numba_adam.distributed imports mpi4py's MPI on import; without it there is nothing to doctest
+def _torch_installed() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# numba_adam.distributed imports mpi4py's MPI on import, numba_adam.torch imports torch;
+# without them there is nothing to doctest
 collect_ignore = [] if _mpi_usable() else ["numba_adam/distributed.py"]
+if not _torch_installed():
+    collect_ignore.append("numba_adam/torch")

@@ -3,6 +3,9 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -21,6 +24,17 @@ def test_pytorch_tutorial_learns_the_line(capsys):
 
 def test_torch_param_groups_example(capsys):
     assert load("torch_param_groups").main(steps=200) < 0.05
+
+
+def test_torch_drop_in_follows_torch_optim_adam(capsys):
+    """The tutorial with one changed line: the recorded trajectory tolerance of
+    test_torch_trajectories.py, against torch.optim.Adam run the same way."""
+    pytest.importorskip("torch")
+    example = load("torch_drop_in")
+    ours, theirs = example.main(epochs=500), example.main(epochs=500, use_torch=True)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    w, b = ours[-1]
+    assert abs(w - 2) < 0.1 and abs(b - 1) < 0.1
 
 
 def test_keras_style_example(capsys):
@@ -46,6 +60,6 @@ def test_matrix_factorization_trains_inside_njit(capsys):
 
 
 def test_every_example_has_a_test():
-    tested = {"pytorch_tutorial", "torch_param_groups", "keras_style", "keras_legacy_style",
+    tested = {"pytorch_tutorial", "torch_drop_in", "torch_param_groups", "keras_style", "keras_legacy_style",
               "mlx_style", "numba_matrix_factorization"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
