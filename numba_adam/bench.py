@@ -30,6 +30,9 @@ Three kinds of case:
 - **jit** (``--jit``): ``numba_adam.jit.step`` in an ``@njit`` loop against
   ``opt.step()`` from Python, and a per-sample ``step_rows`` against Adam
   written inline (see ``numba_adam._bench_jit``).
+- **torch** (``--torch``, on its own): ``numba_adam.torch.Adam`` on torch
+  tensors against torch's fused Adam and ``DeepSpeedCPUAdam`` (see
+  ``numba_adam._bench_torch``).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from typing import Any, Callable
 import numpy as np
 from numba import prange
 
-from . import _bench_jit
+from . import _bench_jit, _bench_torch
 
 # -- the roofline: a kernel that moves exactly an Adam step's bytes -------------
 # Written here, on nothing of numba_adam's: a plain prange loop in its own worker
@@ -414,7 +417,8 @@ for _what in NEIGHBOUR_MEASUREMENTS:
 
 ALL_IMPLEMENTATIONS = {**STEP_IMPLEMENTATIONS, **LOOP_IMPLEMENTATIONS,
                        **NEIGHBOUR_IMPLEMENTATIONS, **COST_IMPLEMENTATIONS,
-                       **_bench_jit.JIT_IMPLEMENTATIONS}
+                       **_bench_jit.JIT_IMPLEMENTATIONS, **_bench_torch.TORCH_IMPLEMENTATIONS}
+NEEDS_TORCH.update(_bench_torch.TORCH_IMPLEMENTATIONS)
 
 
 # OpenMP runtimes keep their threads spinning for a while after a parallel region
@@ -426,6 +430,10 @@ WARM_UP_CALLS = 80
 
 def worker_main() -> None:
     """A bench worker: one implementation, timed on request (JSON lines on stdin/stdout)."""
+    # The replies go to the original stdout; what a library prints (DeepSpeed's build
+    # log, say), from Python or C, goes to stderr instead of into the replies.
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
     setup = json.loads(sys.stdin.readline())
     name, threads = setup["implementation"], setup.get("threads")
     if threads and name in NEEDS_TORCH:
@@ -447,7 +455,7 @@ def worker_main() -> None:
         calls += 1
     probe = min(_time_once(fn) for _ in range(3))
     inner = max(1, min(2000, int(setup["seconds"] / max(probe, 1e-7))))
-    print(json.dumps({"ready": True, "layer": _layer_of(name)}), flush=True)
+    print(json.dumps({"ready": True, "layer": _layer_of(name)}), file=replies, flush=True)
     for line in sys.stdin:
         if not line.strip():
             break
@@ -461,7 +469,7 @@ def worker_main() -> None:
         if parts and isinstance(parts[0], tuple):    # a loop: (iteration, step) each call
             sample = {"seconds": float(np.median([p[0] for p in parts])),
                       "step_seconds": float(np.median([p[1] for p in parts]))}
-        print(json.dumps(sample), flush=True)
+        print(json.dumps(sample), file=replies, flush=True)
 
 
 def _layer_of(implementation: str) -> str | None:
@@ -584,6 +592,16 @@ def _spread(r: dict[str, float]) -> str:
 
 
 # -- cases -------------------------------------------------------------------
+def torch_cases(args: argparse.Namespace, deepspeed: bool) -> list[Case]:
+    """The ``--torch`` cases: one tensor of each size, and the 294-tensor model."""
+    names = _bench_torch.implementations(args.amsgrad, deepspeed)
+    models = [(f"1 tensor, {n:.0e}".replace("e+0", "e"), [(n,)]) for n in args.size_list]
+    if not args.no_models:
+        models.append(("294 tensors, 5.0M", transformer_shapes()))
+    return [Case(_bench_torch.CASE_PREFIX + label, shapes, "step", names)
+            for label, shapes in models]
+
+
 def build_cases(args: argparse.Namespace, torch_available: bool) -> list[Case]:
     step_impls = [n for n in STEP_IMPLEMENTATIONS if (torch_available or n not in NEEDS_TORCH)
                   and state_bits_of(n) == 32]
@@ -644,7 +662,7 @@ def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dic
         by_case.setdefault(r.case, {})[r.implementation] = r
     per_param = bytes_per_param(dtype, amsgrad)
     out: dict[str, list[dict]] = {"step": [], "loop": [], "neighbour": [], "formats": [],
-                                  "jit": []}
+                                  "jit": [], "torch": []}
     costs: dict[int, dict[int, float]] = {}
     for case, rows in by_case.items():
         if case.startswith("in-cache cost"):
@@ -667,6 +685,10 @@ def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dic
                 same_bytes_in_loop_over_bare=ratio(same, same_bare, step=True)))
         elif case.startswith("jit "):
             out["jit"].append(_bench_jit.summarise_jit(rows, case, ratio))
+        elif case.startswith(_bench_torch.CASE_PREFIX):
+            out["torch"] += _bench_torch.summarise_torch(
+                rows, case, ratio, lambda name: bytes_per_param(dtype, amsgrad,
+                                                                state_bits_of(name)))
         elif case == "good neighbour":
             for name, r in rows.items():
                 if name.endswith(", numba_adam imported"):
@@ -801,6 +823,9 @@ def format_tables(summary: dict[str, list[dict]]) -> str:
                 f"{row['same_bytes_bare_step_seconds'] * 1e6:.0f} us")
     if summary["jit"]:
         lines += _bench_jit.format_jit(summary["jit"], _spread)
+    if summary["torch"]:
+        lines += _bench_torch.format_torch(summary["torch"], _spread,
+                                           summary.get("deepspeed_left_out"))
     if summary["neighbour"]:
         lines += ["", "good neighbour (time in a process that imported and stepped numba_adam "
                       "/ time in one that did not):"]
@@ -887,6 +912,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jit", action="store_true",
                         help="add numba_adam.jit cases: jit.step in @njit against opt.step() "
                              "from Python, and per-sample step_rows against inline Adam")
+    parser.add_argument("--torch", action="store_true",
+                        help="time numba_adam.torch.Adam on torch tensors instead, against "
+                             "torch's fused Adam and DeepSpeedCPUAdam (where installed), on "
+                             "one tensor of each --sizes and the 294-tensor model")
     parser.add_argument("--mpi", action="store_true",
                         help="time data-parallel steps instead (numba_adam.distributed over "
                              "mpiexec, --mpi-ranks ranks of one thread) against one process "
@@ -946,10 +975,22 @@ def run(args: argparse.Namespace) -> int:
         lambda msg: print(f"  ... {msg}", file=sys.stderr, flush=True))
     if args.mpi:
         return _run_mpi(args, torch_available, progress)
+    deepspeed_left_out = None
+    if args.torch:
+        if not torch_available or dtype != np.float32:
+            print("numba-adam bench --torch needs torch (pip install 'numba-adam[torch]') and "
+                  "--dtype float32", file=sys.stderr)
+            return 2
+        progress("checking that DeepSpeedCPUAdam builds (the first time takes a minute)")
+        deepspeed_left_out = _bench_torch.deepspeed_status()
+        cases = torch_cases(args, deepspeed_left_out is None)
+    else:
+        cases = build_cases(args, torch_available)
     results = []
-    for case in build_cases(args, torch_available):
+    for case in cases:
         results += run_case(case, args, progress)
     summary = summarise(results, dtype, args.amsgrad)
+    summary["deepspeed_left_out"] = deepspeed_left_out
     summary["layers"] = layers_used(results)
     first = {bits: first_step_times(bits) for bits in args.bits_list} if args.first_step \
         else None

@@ -117,6 +117,28 @@ def test_bench_state_bits_reports_formats_and_the_bandwidth_model():
     assert bad.returncode == 2 and "--state-bits must list 32, 16 or 8" in bad.stderr
 
 
+def test_bench_torch_times_the_torch_front_end_against_torch_and_deepspeed():
+    pytest.importorskip("torch")
+    result = subprocess.run(
+        [sys.executable, "-m", "numba_adam.cli", "bench", "--torch", "--sizes", "1e4",
+         "--no-models", "--repeats", "2", "--seconds", "0.005", "--json"],
+        capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    rows = {r["implementation"]: r for r in out["torch"]}
+    expected = {"numba_adam.torch", "numba_adam.torch, fresh grads",
+                "numba_adam.torch, 16-bit state", "torch.optim.Adam fused"}
+    assert expected <= set(rows)
+    # DeepSpeed runs where it builds, and is named as left out (with why) where not
+    assert ("DeepSpeedCPUAdam" in rows) == (out["deepspeed_left_out"] is None)
+    speedup = rows["torch.optim.Adam fused"]["numba_adam_torch_speedup"]
+    assert speedup["low"] <= speedup["median"] <= speedup["high"]
+    assert rows["numba_adam.torch"]["numba_adam_torch_speedup"] is None
+    bad = subprocess.run([sys.executable, "-m", "numba_adam.cli", "bench", "--torch",
+                          "--dtype", "float64"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--dtype float32" in bad.stderr
+
+
 @pytest.mark.parametrize("state_bits", [32, 16, 8])
 @pytest.mark.parametrize("amsgrad", [False, True])
 def test_same_bytes_kernel_moves_a_steps_bytes(state_bits, amsgrad):
