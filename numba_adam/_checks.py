@@ -1,4 +1,5 @@
-"""One family of validators for hyperparameters, schedule arguments and step counts.
+"""One family of validators for hyperparameters, schedule arguments and step counts
+(``check_hyperparameter`` is the one for every optimizer group key).
 
 Policy, the same everywhere: a value of the wrong kind (a string, a bool
 where a number is due) raises ``TypeError``; a number of the right kind that is
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -49,3 +51,42 @@ def boolean(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
+
+
+_BOOL_KEYS = ("amsgrad", "maximize", "decoupled_weight_decay", "epsilon_hat", "bias_correction",
+              "lazy_sparse")
+_CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
+
+
+def check_hyperparameter(key: str, value: Any) -> Any:
+    """Validate and normalise one group hyperparameter; other keys pass unchanged.
+
+    One helper serves the constructors, ``add_param_group``, edits of
+    ``param_groups[i][key]``, ``load_state_dict`` and the front-ends.
+    """
+    if key == "lr":
+        return value if callable(value) else real("lr", value, low=0.0)
+    if key == "betas":
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {value!r}")
+        return tuple(real(f"betas[{i}]", b, low=0.0, high=1.0, high_open=True)
+                     for i, b in enumerate(value))
+    if key in ("eps", "weight_decay", "decay"):
+        return real(key, value, low=0.0)
+    if key in _CLIP_KEYS:
+        if value is None:
+            return None
+        value = real(key, value, low=0.0)
+        if value <= 0:
+            raise ValueError(f"{key} must be > 0 (or None for no clipping), got {value!r}")
+        return value
+    if key in _BOOL_KEYS:
+        return boolean(key, value)
+    if key == "state_bits":
+        value = integer(key, value, what="32, 16 or 8")
+        if value not in (8, 16, 32):
+            raise ValueError(f"state_bits must be 32, 16 or 8, got {value!r}")
+        return value
+    if key in ("seed", "min_8bit_size"):
+        return integer(key, value)
+    return value
