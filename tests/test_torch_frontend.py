@@ -220,6 +220,48 @@ def test_optimizer_hooks_run():
     assert opt.state_dict()["extra"] == 1
 
 
+def test_global_step_hooks_run_and_a_removed_hook_stops():
+    import torch.optim.optimizer as torch_optimizer
+    params = make_params()
+    opt = nat.Adam(params, lr=0.05)
+    calls = []
+    pre = torch_optimizer.register_optimizer_step_pre_hook(
+        lambda o, a, k: calls.append(("pre", type(o).__name__)))
+    post = torch_optimizer.register_optimizer_step_post_hook(
+        lambda o, a, k: calls.append(("post", type(o).__name__)))
+    try:
+        backward(params, 0)
+        opt.step()
+    finally:
+        pre.remove()
+        post.remove()
+    backward(params, 1)
+    opt.step()                                   # no hook left: the direct path
+    assert calls == [("pre", "Adam"), ("post", "Adam")]
+
+
+def test_the_profiler_sees_the_step():
+    params = make_params()
+    opt = nat.Adam(params, lr=0.05)
+    backward(params, 0)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        opt.step()
+    assert "Optimizer.step#Adam.step" in {e.key for e in prof.key_averages()}
+
+
+def test_step_under_enable_grad_records_no_graph():
+    torch_params = make_params()
+    params = make_params()
+    ref, opt = torch.optim.Adam(torch_params, lr=0.05), nat.Adam(params, lr=0.05)
+    for step in range(3):
+        for ps, o in ((torch_params, ref), (params, opt)):
+            backward(ps, step)
+            with torch.enable_grad():
+                o.step()
+    assert all(p.grad_fn is None and p.is_leaf for p in params)
+    assert_same(params, torch_params)
+
+
 # -- fast path -------------------------------------------------------------------
 def record_core_steps(monkeypatch):
     """Which arrays each engine step read gradients from (None: the flat storage)."""

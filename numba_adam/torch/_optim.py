@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
+import torch.optim.optimizer as torch_optimizer
 
 from .. import _state_dict
 from ..optim import Adam as _CoreAdam
@@ -20,13 +22,45 @@ UNSUPPORTED = {"capturable": "CUDA graph capture", "differentiable": "autograd t
 MASTER_KEY = "master_param"
 
 
-def _plain(key: str, value: Any) -> Any:
-    """A torch group value as the engine takes it (tensor lr or betas as Python floats)."""
-    if key == "lr" and isinstance(value, torch.Tensor):
-        return float(value)
-    if key == "betas" and isinstance(value, (tuple, list)):
-        return tuple(float(b) if isinstance(b, torch.Tensor) else b for b in value)
-    return value
+# torch's registries of step hooks for every optimizer (module-level dicts, never rebound)
+_GLOBAL_STEP_HOOKS = (getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
+                      getattr(torch_optimizer, "_global_optimizer_post_hooks", None))
+_HOOKS_FOUND = None not in _GLOBAL_STEP_HOOKS
+
+
+def _watched(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether anything observes this step: the profiler, or a step hook (global or the
+    optimizer's own).  Where torch keeps hooks elsewhere than we look: True, always."""
+    pre = getattr(optimizer, "_optimizer_step_pre_hooks", None)
+    post = getattr(optimizer, "_optimizer_step_post_hooks", None)
+    if not _HOOKS_FOUND or pre is None or post is None:
+        return True
+    return bool(pre or post or _GLOBAL_STEP_HOOKS[0] or _GLOBAL_STEP_HOOKS[1]) \
+        or torch.autograd._profiler_enabled()
+
+
+def _observable_step(step: Callable) -> Callable:
+    """``step`` behind torch's own step wrapper (a profiler range, the step hooks) when
+    something observes it, and called directly otherwise: measured on the 2-core test
+    machine, the wrapper costs 6 us of a 16-parameter step and 35-60 us of a
+    1e6-parameter one (whose 20 MB leave Python's own data out of the caches), a tenth
+    of that step.  Marked ``hooked`` so that ``torch.optim.Optimizer`` does not wrap
+    it again."""
+    wrapped = torch.optim.Optimizer.profile_hook_step(step)
+
+    @functools.wraps(step)
+    def observable_step(self, *args, **kwargs):
+        if _watched(self):
+            return wrapped(self, *args, **kwargs)
+        return step(self, *args, **kwargs)
+
+    observable_step.hooked = True
+    return observable_step
+
+
+def _number(value: Any) -> Any:
+    """A tensor scalar as a Python float; anything else unchanged."""
+    return float(value) if isinstance(value, torch.Tensor) else value
 
 
 def _host(value: Any) -> Any:
@@ -46,8 +80,15 @@ def _check_supported(group: Mapping[str, Any], where: str) -> None:
 
 
 def core_values(group: Mapping[str, Any]) -> dict[str, Any]:
-    """The engine's hyperparameters of a torch group."""
-    return {k: _plain(k, group[k]) for k in CORE_KEYS}
+    """The engine's hyperparameters of a torch group (tensor lr or betas as Python floats;
+    betas as a new tuple, so that an edit of a list in place shows as a change).  Each
+    step compares these with the last ones synced, so this is kept cheap."""
+    values = {k: group[k] for k in CORE_KEYS}
+    values["lr"] = _number(values["lr"])
+    betas = values["betas"]
+    if isinstance(betas, (tuple, list)):
+        values["betas"] = tuple(map(_number, betas))
+    return values
 
 
 class _StateView(Mapping):
@@ -202,7 +243,7 @@ class Adam(torch.optim.Optimizer):
         self._synced = [core_values(g) for g in self.param_groups]
 
     # -- stepping -------------------------------------------------------------
-    @torch.no_grad()
+    @_observable_step
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One Adam update of every parameter; returns ``closure()``'s loss, if given.
 
@@ -211,6 +252,9 @@ class Adam(torch.optim.Optimizer):
                 gradient, or gradients for some parameters but not others; nothing is
                 changed.
         """
+        # No grad mode is set for the whole step (torch.no_grad() as a decorator cost 16 us
+        # per step): the engine writes through NumPy, which autograd does not record, and
+        # the few torch copies (half precision, fresh half gradients) set it themselves.
         loss = None
         if closure is not None:
             with torch.enable_grad():
