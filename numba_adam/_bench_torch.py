@@ -9,6 +9,8 @@ gradients) in its own bench worker process, with its own default threads:
 - ``numba_adam.torch, fresh grads``: gradients as separate tensors, as autograd leaves
   them after ``zero_grad()``; each step gathers them (one copy per group);
 - ``numba_adam.torch, 16-bit state``: in-place gradients, bfloat16 moments;
+- ``numba_adam`` on a ``ParamBuffer`` (NumPy, no torch): the engine alone, so the
+  front-end's own cost shows;
 - ``torch.optim.Adam fused``, and ``DeepSpeedCPUAdam`` (``adamw_mode=False``: the same
   update) where deepspeed is installed and its C++ extension builds.
 """
@@ -23,6 +25,7 @@ from typing import Any, Callable
 OURS = "numba_adam.torch"
 OURS_FRESH = "numba_adam.torch, fresh grads"
 OURS_16 = "numba_adam.torch, 16-bit state"
+ENGINE = "numba_adam"        # the bench's own ParamBuffer implementation
 TORCH_FUSED = "torch.optim.Adam fused"
 DEEPSPEED = "DeepSpeedCPUAdam"
 CASE_PREFIX = "torch: "
@@ -92,7 +95,7 @@ def deepspeed_status() -> str | None:
 
 def implementations(amsgrad: bool, deepspeed: bool) -> list[str]:
     """The implementations a torch case times (DeepSpeedCPUAdam has no AMSGrad)."""
-    names = [OURS, OURS_FRESH, OURS_16, TORCH_FUSED]
+    names = [OURS, OURS_FRESH, OURS_16, ENGINE, TORCH_FUSED]
     return names + [DEEPSPEED] if deepspeed and not amsgrad else names
 
 

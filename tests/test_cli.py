@@ -127,7 +127,7 @@ def test_bench_torch_times_the_torch_front_end_against_torch_and_deepspeed():
     out = json.loads(result.stdout)
     rows = {r["implementation"]: r for r in out["torch"]}
     expected = {"numba_adam.torch", "numba_adam.torch, fresh grads",
-                "numba_adam.torch, 16-bit state", "torch.optim.Adam fused"}
+                "numba_adam.torch, 16-bit state", "numba_adam", "torch.optim.Adam fused"}
     assert expected <= set(rows)
     # DeepSpeed runs where it builds, and is named as left out (with why) where not
     assert ("DeepSpeedCPUAdam" in rows) == (out["deepspeed_left_out"] is None)
