@@ -156,7 +156,7 @@ class Adam(torch.optim.Optimizer):
         >>> opt = Adam([w], lr=0.1)
         >>> w.grad = torch.tensor([1.0, -1.0, 0.0])
         >>> opt.step()
-        >>> [round(float(x), 4) for x in w]
+        >>> [round(x, 4) for x in w.tolist()]
         [-0.1, 0.1, 0.0]
     """
 
