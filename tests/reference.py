@@ -203,13 +203,14 @@ def dequantize_blocks(codes, absmax, signed, block=256):
 
 
 def lowbit_torch_adam(p, grads, bits, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, seed=0,
-                      index_base=0, amsgrad=False):
+                      index_base=0, amsgrad=False, maximize=False, clipvalue=None):
     """``torch.optim.Adam``'s rule on one flat float32 tensor whose m and v (and, with
     ``amsgrad``, v_max) are stored with 16 bits (bfloat16, stochastic rounding keyed on
     seed, step and element index; v_max rounds with v's bits) or 8 bits (blocks of 256,
     float-like codes; a zero code of the denominator's moment zeroes the first moment)
-    between steps.  Returns (p, m, v) with m, v the stored values, and v_max's with
-    ``amsgrad``: (p, m, v, v_max)."""
+    between steps.  ``clipvalue`` clamps each gradient element first (Keras' option), then
+    ``maximize`` negates it.  Returns (p, m, v) with m, v the stored values, and v_max's
+    with ``amsgrad``: (p, m, v, v_max)."""
     p = np.array(p, np.float32)
     m = np.zeros_like(p)
     v = np.zeros_like(p)
@@ -218,6 +219,10 @@ def lowbit_torch_adam(p, grads, bits, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, see
     index = index_base + np.arange(p.size, dtype=np.uint64)
     for step, g in enumerate(grads, start=1):
         g = np.asarray(g, np.float32)
+        if clipvalue is not None:
+            g = np.clip(g, np.float32(-clipvalue), np.float32(clipvalue))
+        if maximize:
+            g = -g
         m_new = (m + np.float32(1 - b1) * (g - m)).astype(np.float32)
         v_new = (np.float32(b2) * v + np.float32(1 - b2) * g * g).astype(np.float32)
         vmax_new = np.maximum(v_max, v_new)

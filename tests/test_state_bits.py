@@ -92,9 +92,10 @@ def test_8bit_round_trip_error_by_magnitude(signed):
 
 
 # -- the kernels against the NumPy reference ---------------------------------------------
+@pytest.mark.parametrize("options", [{}, {"maximize": True}, {"clipvalue": 0.5}])
 @pytest.mark.parametrize("amsgrad", [False, True])
 @pytest.mark.parametrize("bits", [16, 8])
-def test_kernel_matches_the_reference(bits, amsgrad):
+def test_kernel_matches_the_reference(bits, amsgrad, options):
     rng = np.random.default_rng(3)
     w0 = rng.standard_normal(70_000).astype(np.float32)   # several work items and blocks
     grads = [(rng.standard_normal(w0.size) * rng.uniform(0.01, 10)).astype(np.float32)
@@ -102,12 +103,13 @@ def test_kernel_matches_the_reference(bits, amsgrad):
     if amsgrad:       # small gradients last: v falls below v_max (AMSGrad's own path)
         grads += [g * np.float32(1e-3) for g in grads[:3]]
     buf = numba_adam.ParamBuffer({"w": w0})
-    opt = numba_adam.Adam(buf, lr=1e-2, state_bits=bits, seed=7, amsgrad=amsgrad)
+    opt = numba_adam.Adam([{"params": buf, **options}], lr=1e-2, state_bits=bits, seed=7,
+                          amsgrad=amsgrad)
     for g in grads:
         buf.grads["w"][:] = g
         opt.step()
     p, m, v, *v_max = ref.lowbit_torch_adam(w0, grads, bits, lr=1e-2, seed=7,
-                                            amsgrad=amsgrad)
+                                            amsgrad=amsgrad, **options)
     state = opt.tensor_state(0)
     pairs = [(state.exp_avg, m), (state.exp_avg_sq, v)]
     if amsgrad:
