@@ -178,8 +178,8 @@ def _encode8_with(x, codes8, at, n, absmax, signed, top):
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def _zero_m8_where_denominator_zero(codes8, m_at, den_at, n):
     den, m = codes8[den_at:den_at + n], codes8[m_at:m_at + n]
-    for j in range(n):      # a select, not a branch: a conditional store compiles to a
-        m[j] = 0 if den[j] == 0 else m[j]      # test and branch per byte (3x the step)
+    for j in range(n):      # a select, not a branch: a conditional store compiled to a
+        m[j] = 0 if den[j] == 0 else m[j]      # test and branch per byte
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
