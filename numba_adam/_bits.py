@@ -41,6 +41,16 @@ def bits_float(typingctx, bits):
     return types.float32(types.int64), codegen
 
 
+def _mix(builder, x):
+    """``_codes``' mixing rounds over an i32 Weyl value."""
+    i32 = ir.IntType(32)
+    for shift, multiplier in _codes.HASH_ROUNDS:
+        x = builder.mul(builder.xor(x, builder.lshr(x, ir.Constant(i32, shift))),
+                        ir.Constant(i32, multiplier))
+    x = builder.xor(x, builder.lshr(x, ir.Constant(i32, _codes.HASH_LAST_SHIFT)))
+    return builder.zext(x, ir.IntType(64))
+
+
 @intrinsic
 def random_bits(typingctx, key, index):
     """``_codes``' hash of (key, index), emitted as 32-bit integer code so it vectorises
@@ -48,14 +58,19 @@ def random_bits(typingctx, key, index):
     def codegen(context, builder, signature, args):
         i32 = ir.IntType(32)
         step = ir.Constant(i32, _codes.HASH_STEP)
-        x = builder.add(builder.trunc(args[0], i32), builder.mul(builder.trunc(args[1], i32), step))
-        for shift, multiplier in _codes.HASH_ROUNDS:
-            x = builder.mul(builder.xor(x, builder.lshr(x, ir.Constant(i32, shift))),
-                            ir.Constant(i32, multiplier))
-        x = builder.xor(x, builder.lshr(x, ir.Constant(i32, _codes.HASH_LAST_SHIFT)))
-        return builder.zext(x, ir.IntType(64))
+        return _mix(builder, builder.add(builder.trunc(args[0], i32),
+                                         builder.mul(builder.trunc(args[1], i32), step)))
 
     return types.int64(types.int64, types.int64), codegen
+
+
+@intrinsic
+def mix_bits(typingctx, weyl):
+    """``_codes``' mix_bits in 32-bit lanes: the hash of a running Weyl value."""
+    def codegen(context, builder, signature, args):
+        return _mix(builder, builder.trunc(args[0], ir.IntType(32)))
+
+    return types.int64(types.int64), codegen
 
 
 @intrinsic
@@ -85,16 +100,17 @@ def _c32(value):
 
 @intrinsic
 def bf16_encode(typingctx, x, random16):
-    """``_codes``' bf16_encode in 32-bit lanes: ``(bits + random16) >> 16``, where a NaN first
-    becomes its quiet pattern with the low 16 bits cleared, so it stays a NaN (with the same
-    top bits as ``_codes``' version) and the add cannot carry into its exponent or sign.
-    Infinities need no case: their low 16 bits are zero, so the add leaves them alone."""
+    """``_codes``' bf16_encode in 32-bit lanes: ``(bits + random16) >> 16``, and for a NaN
+    ``(bits | 0x400000) >> 16`` (its quiet pattern's top half: no add that could carry into
+    its exponent or sign).  Infinities need no case: their low 16 bits are zero, so the add
+    leaves them alone.  (Three vector operations before the shift; masking the NaN's low
+    bits first cost one more per moment.)"""
     def codegen(context, builder, signature, args):
         bits = builder.bitcast(args[0], ir.IntType(32))
-        quiet = builder.and_(builder.or_(bits, _c32(0x400000)), _c32(0xFFFF0000))
-        safe = builder.select(builder.fcmp_unordered("uno", args[0], args[0]), quiet, bits)
-        code = builder.lshr(builder.add(safe, _i32(builder, args[1])), _c32(16))
-        return builder.trunc(code, ir.IntType(16))
+        rounded = builder.add(bits, _i32(builder, args[1]))
+        quiet = builder.or_(bits, _c32(0x400000))
+        safe = builder.select(builder.fcmp_unordered("uno", args[0], args[0]), quiet, rounded)
+        return builder.trunc(builder.lshr(safe, _c32(16)), ir.IntType(16))
 
     return types.uint16(types.float32, random16), codegen
 
@@ -180,9 +196,9 @@ def magnitude_bits(typingctx, x):
     return types.int32(types.float32), codegen
 
 
-NATIVE = {"random_bits": random_bits, "bf16_decode": bf16_decode, "bf16_encode": bf16_encode,
-          "m8_decode": m8_decode, "v8_decode": v8_decode, "m8_encode": m8_encode,
-          "v8_encode": v8_encode, "magnitude_bits": magnitude_bits}
+NATIVE = {"random_bits": random_bits, "mix_bits": mix_bits, "bf16_decode": bf16_decode,
+          "bf16_encode": bf16_encode, "m8_decode": m8_decode, "v8_decode": v8_decode,
+          "m8_encode": m8_encode, "v8_encode": v8_encode, "magnitude_bits": magnitude_bits}
 
 
 

@@ -80,7 +80,7 @@ def shifted_key(key, first):
 
 
 CODECS = ("random_bits", "bf16_decode", "bf16_encode", "m8_decode", "v8_decode", "m8_encode",
-          "v8_encode", "magnitude_bits", "inverse_scale")
+          "v8_encode", "magnitude_bits", "inverse_scale", "mix_bits")
 
 
 def make_codecs(jit, float_bits, bits_float, float32, native=None):
@@ -99,12 +99,19 @@ def make_codecs(jit, float_bits, bits_float, float32, native=None):
     (s1, k1), (s2, k2) = HASH_ROUNDS
 
     @jit
-    def hash_bits(key, index):
-        """32 well-mixed bits from a 32-bit key and an element index (see ``HASH_*``)."""
-        x = (key + (index & 0xFFFFFFFF) * HASH_STEP) & 0xFFFFFFFF
+    def mix_bits(weyl):
+        """The hash's mixing rounds over the low 32 bits of a Weyl value ``key + index *
+        HASH_STEP``: a loop over consecutive indices may keep that value as a running sum
+        (one add per element, no multiply) and mix it."""
+        x = weyl & 0xFFFFFFFF
         x = ((x ^ (x >> s1)) * k1) & 0xFFFFFFFF
         x = ((x ^ (x >> s2)) * k2) & 0xFFFFFFFF
         return x ^ (x >> HASH_LAST_SHIFT)
+
+    @jit
+    def hash_bits(key, index):
+        """32 well-mixed bits from a 32-bit key and an element index (see ``HASH_*``)."""
+        return mix_bits(key + (index & 0xFFFFFFFF) * HASH_STEP)
 
     random_bits = hash_bits
 
@@ -166,7 +173,7 @@ def make_codecs(jit, float_bits, bits_float, float32, native=None):
     compiled = dict(random_bits=random_bits, bf16_decode=bf16_decode, bf16_encode=bf16_encode,
                     m8_decode=m8_decode, v8_decode=v8_decode, m8_encode=m8_encode,
                     v8_encode=v8_encode, magnitude_bits=magnitude_bits,
-                    inverse_scale=inverse_scale)
+                    inverse_scale=inverse_scale, mix_bits=mix_bits)
     compiled.update(native or {})
     return tuple(compiled[name] for name in CODECS)
 

@@ -57,7 +57,7 @@ def _pointer_like(typingctx, address, like):
 
 
 (random_bits, bf16_decode, bf16_encode, m8_decode, v8_decode, m8_encode, v8_encode,
- magnitude_bits, inverse_scale) = _codes.make_codecs(_element, _bits.float_bits,
+ magnitude_bits, inverse_scale, mix_bits) = _codes.make_codecs(_element, _bits.float_bits,
                                                      _bits.bits_float, float32, _bits.NATIVE)
 
 
@@ -142,14 +142,18 @@ def _encode16(sm, sv, svm, codes16, m_at, v_at, vmax_at, n, key, index):
     v and v_max with the high 16."""
     m, v = codes16[m_at:m_at + n], codes16[v_at:v_at + n]
     start = shifted_key(key, index)
+    weyl = start
     for j in range(n):
-        r = random_bits(start, j)
+        r = mix_bits(weyl)
+        weyl += _codes.HASH_STEP
         m[j] = bf16_encode(float32(sm[j]), r & 0xFFFF)
         v[j] = bf16_encode(float32(sv[j]), r >> 16)
     if vmax_at >= 0:
         vm = codes16[vmax_at:vmax_at + n]
+        weyl = start
         for j in range(n):
-            vm[j] = bf16_encode(float32(svm[j]), random_bits(start, j) >> 16)
+            vm[j] = bf16_encode(float32(svm[j]), mix_bits(weyl) >> 16)
+            weyl += _codes.HASH_STEP
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
@@ -227,11 +231,13 @@ def _range16_loop(p, g, mc, vc, vmc, row, grad_scale, start, plain, amsgrad):
     """The element loop of ``_update_range16``, for one constant (``plain``, ``amsgrad``)."""
     (l2, limit, decay, one_minus_beta1, beta2, one_minus_beta2, step_size, denom_scale,
      eps, flush_below) = _row_constants(row)
+    weyl = start        # start + i * HASH_STEP as a running sum: no multiply per element
     for i in range(p.size):
         gi = _gradient(g[i], p[i], grad_scale, l2, limit, plain)
         mi = first_moment(bf16_decode(mc[i]), gi, one_minus_beta1, flush_below)
         vi = second_moment(bf16_decode(vc[i]), gi, beta2, one_minus_beta2, flush_below)
-        r = random_bits(start, i)
+        r = mix_bits(weyl)
+        weyl += _codes.HASH_STEP
         mc[i] = bf16_encode(float32(mi), r & 0xFFFF)
         vc[i] = bf16_encode(float32(vi), r >> 16)
         if amsgrad:

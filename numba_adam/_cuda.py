@@ -60,7 +60,7 @@ else:
     _codecs = _codes.make_codecs(_device, _bits.float_bits, _bits.bits_float, float32,
                                  _bits.NATIVE)
 (random_bits, bf16_decode, bf16_encode, m8_decode, v8_decode, m8_encode, v8_encode,
- magnitude_bits, inverse_scale) = _codecs
+ magnitude_bits, inverse_scale, _) = _codecs
 
 
 @cuda.jit(device=True)
