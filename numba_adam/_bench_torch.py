@@ -102,12 +102,15 @@ def implementations(amsgrad: bool, deepspeed: bool) -> list[str]:
 def summarise_torch(rows: dict[str, Any], case: str, ratio: Callable,
                     bytes_per_param: Callable[[str], float]) -> list[dict[str, Any]]:
     """Per implementation: time, GB/s (the bytes its state format moves), and how many
-    times faster ``numba_adam.torch`` (in-place gradients) is, per round."""
-    ours = rows[OURS]
+    times faster ``numba_adam.torch`` (in-place gradients) is, per round, with 32-bit
+    state and with 16-bit state (the latter against the other libraries only)."""
+    ours, ours16 = rows[OURS], rows.get(OURS_16)
     return [dict(case=case[len(CASE_PREFIX):], implementation=name, params=r.params,
                  tensors=r.tensors, median_seconds=r.median, seconds=r.seconds,
                  gb_per_s=r.params * bytes_per_param(name) / r.median / 1e9,
-                 numba_adam_torch_speedup=ratio(r, ours) if r is not ours else None)
+                 numba_adam_torch_speedup=ratio(r, ours) if r is not ours else None,
+                 numba_adam_torch_16_bit_speedup=ratio(r, ours16)
+                 if ours16 is not None and name in (TORCH_FUSED, DEEPSPEED) else None)
             for name, r in rows.items()]
 
 
@@ -116,18 +119,21 @@ def format_torch(rows: list[dict[str, Any]], spread: Callable, skipped: str | No
     width = max(len(r["implementation"]) for r in rows)
     lines = ["", "numba_adam.torch against torch and DeepSpeed (fp32 parameters):",
              f"{'case':<20} {'implementation':<{width}} {'ms/step':>9} {'GB/s':>6} "
-             f"{'numba_adam.torch is':>20}"]
+             f"{'numba_adam.torch is':>20} {'with 16-bit state':>20}"]
     last = None
     for row in rows:
         if last and row["case"] != last:
             lines.append("")
         last = row["case"]
-        faster = spread(row["numba_adam_torch_speedup"]) if row["numba_adam_torch_speedup"] \
-            else ""
+        faster, faster16 = (spread(row[key]) if row[key] else "" for key in (
+            "numba_adam_torch_speedup", "numba_adam_torch_16_bit_speedup"))
         lines.append(f"{row['case']:<20} {row['implementation']:<{width}} "
-                     f"{row['median_seconds'] * 1e3:9.4f} {row['gb_per_s']:6.1f} {faster:>20}")
-    lines.append("  (how many times faster numba_adam.torch, gradients in place, is than "
-                 "the row: median [min-max] over rounds)")
+                     f"{row['median_seconds'] * 1e3:9.4f} {row['gb_per_s']:6.1f} {faster:>20} "
+                     f"{faster16:>20}".rstrip())
+    lines += ["  (how many times faster numba_adam.torch, gradients in place, is than the "
+              "row: median [min-max] over rounds;",
+              "   with 16-bit state: how many times faster its 16-bit row is than torch's "
+              "and DeepSpeed's)"]
     if skipped:
         lines.append(f"  {DEEPSPEED} left out: {skipped}")
     return lines

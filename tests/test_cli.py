@@ -134,6 +134,9 @@ def test_bench_torch_times_the_torch_front_end_against_torch_and_deepspeed():
     speedup = rows["torch.optim.Adam fused"]["numba_adam_torch_speedup"]
     assert speedup["low"] <= speedup["median"] <= speedup["high"]
     assert rows["numba_adam.torch"]["numba_adam_torch_speedup"] is None
+    speedup16 = rows["torch.optim.Adam fused"]["numba_adam_torch_16_bit_speedup"]
+    assert speedup16["low"] <= speedup16["median"] <= speedup16["high"]
+    assert rows["numba_adam"]["numba_adam_torch_16_bit_speedup"] is None
     bad = subprocess.run([sys.executable, "-m", "numba_adam.cli", "bench", "--torch",
                           "--dtype", "float64"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--dtype float32" in bad.stderr
