@@ -497,8 +497,8 @@ def test_8bit_update_error_on_gaussian_gradients(decades, bound, amsgrad):
 
 def test_native_code_functions_equal_the_shared_definitions():
     """The CPU's 32-bit IR twins (``_bits.NATIVE``) against ``_codes``' own versions: the
-    hash (and its shifted key and running form), every bfloat16 and 8-bit code, and encodings of patterns
-    around every rounding boundary, bit for bit."""
+    hash (and its shifted key and running form), every bfloat16 and 8-bit code, and
+    encodings of patterns around every rounding boundary, bit for bit."""
     from numba import float32, njit
     from numba_adam import _bits, _cpu
     generic = dict(zip(_codes.CODECS, _codes.make_codecs(
@@ -519,7 +519,8 @@ def test_native_code_functions_equal_the_shared_definitions():
     np.testing.assert_array_equal(both("random_bits", np.int64, starts,
                                        np.full(keys.size, 7, np.int64)), hashes)
     # the running Weyl sums of the CPU loops: 64-bit, of which only the low 32 bits count
-    running = starts + 7 * np.int64(_codes.HASH_STEP) + rng.integers(0, 2 ** 20, keys.size) * 2 ** 32
+    high = rng.integers(0, 2 ** 20, keys.size) * 2 ** 32
+    running = starts + 7 * np.int64(_codes.HASH_STEP) + high
     np.testing.assert_array_equal(both("mix_bits", np.int64, running), hashes)
 
     codes16 = np.arange(1 << 16, dtype=np.uint16)
