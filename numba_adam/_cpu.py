@@ -157,12 +157,12 @@ def _encode16(sm, sv, svm, codes16, m_at, v_at, vmax_at, n, key, index):
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
-def _encode8(x, codes8, at, n, absmax, signed):
-    """One block: its absmax from ``x[:n]``, then the nearest codes of ``x / absmax``."""
+def _top8(x, n):
+    """The pattern of the largest |x| over ``x[:n]`` (one block): its absmax."""
     top = magnitude_bits(float32(0))      # the codes' own integer type: 32-bit lanes
     for j in range(n):
         top = max(top, magnitude_bits(float32(x[j])))
-    _encode8_with(x, codes8, at, n, absmax, signed, top)
+    return top
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
@@ -180,10 +180,20 @@ def _encode8_with(x, codes8, at, n, absmax, signed, top):
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
-def _zero_m8_where_denominator_zero(codes8, m_at, den_at, n):
-    den, m = codes8[den_at:den_at + n], codes8[m_at:m_at + n]
-    for j in range(n):      # a select, not a branch: a conditional store compiled to a
-        m[j] = 0 if den[j] == 0 else m[j]      # test and branch per byte
+def _encode8_moments(sm, sden, codes8, m_at, den_at, n, absmax, top_m, top_den):
+    """One block of m and of the moment in its denominator (v, or AMSGrad's v_max) in one
+    pass, against absmax patterns ``top_m``, ``top_den``: m's code is zero where the
+    denominator's is (a zero denominator code would divide m by eps alone)."""
+    m_inverse, m_scale = inverse_scale(top_m)
+    den_inverse, den_scale = inverse_scale(top_den)
+    absmax[m_at // _codes.BLOCK] = m_scale
+    absmax[den_at // _codes.BLOCK] = den_scale
+    m, den = codes8[m_at:m_at + n], codes8[den_at:den_at + n]
+    for j in range(n):
+        den_code = v8_encode(float32(sden[j]) * den_inverse)
+        m_code = m8_encode(float32(sm[j]) * m_inverse)
+        den[j] = den_code
+        m[j] = 0 if den_code == 0 else m_code
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
@@ -202,11 +212,12 @@ def _encode_state8(t, tensors, begin, n, codes8, absmax, sm, sv, svm):
     m_at = tensors[t, STATE_OFFSET] + begin
     v_at = tensors[t, V_OFFSET] + begin
     vmax_at = tensors[t, VMAX_OFFSET] + begin if tensors[t, VMAX_OFFSET] >= 0 else -1
-    _encode8(sm, codes8, m_at, n, absmax, True)
-    _encode8(sv, codes8, v_at, n, absmax, False)
     if vmax_at >= 0:
-        _encode8(svm, codes8, vmax_at, n, absmax, False)
-    _zero_m8_where_denominator_zero(codes8, m_at, vmax_at if vmax_at >= 0 else v_at, n)
+        _encode8_with(sv, codes8, v_at, n, absmax, False, _top8(sv, n))
+        _encode8_moments(sm, svm, codes8, m_at, vmax_at, n, absmax, _top8(sm, n),
+                         _top8(svm, n))
+    else:
+        _encode8_moments(sm, sv, codes8, m_at, v_at, n, absmax, _top8(sm, n), _top8(sv, n))
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
@@ -406,9 +417,7 @@ def _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absm
         else:
             top_m, top_v = _update_block8(pc, gc, mc, vc, absmax[mb], absmax[vb], row,
                                           grad_scale, sm, sv, False)
-        _encode8_with(sm, codes8, m_at + c, k, absmax, True, top_m)
-        _encode8_with(sv, codes8, v_at + c, k, absmax, False, top_v)
-        _zero_m8_where_denominator_zero(codes8, m_at + c, v_at + c, k)
+        _encode8_moments(sm, sv, codes8, m_at + c, v_at + c, k, absmax, top_m, top_v)
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
@@ -433,10 +442,8 @@ def _update_item8_amsgrad(item, items, tensors, scalars, grad_scales, like, code
         top_m, top_v, top_vm = _update_block8_amsgrad(
             pc, gc, mc, vc, vmc, absmax[mb], absmax[vb], absmax[vmb], row, grad_scale,
             sm, sv, svm)
-        _encode8_with(sm, codes8, m_at + c, k, absmax, True, top_m)
         _encode8_with(sv, codes8, v_at + c, k, absmax, False, top_v)
-        _encode8_with(svm, codes8, vm_at + c, k, absmax, False, top_vm)
-        _zero_m8_where_denominator_zero(codes8, m_at + c, vm_at + c, k)
+        _encode8_moments(sm, svm, codes8, m_at + c, vm_at + c, k, absmax, top_m, top_vm)
 
 
 @njit(inline="always")
