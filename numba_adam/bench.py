@@ -654,13 +654,76 @@ def layers_used(results: list[Result]) -> dict[str, str]:
     return layers
 
 
+def _summarise_loop(case: str, rows: dict[str, Result]) -> dict:
+    """A training-loop case: the step in the loop against the bare step and the serial
+    same-bytes kernel."""
+    loop = rows["numba_adam in the loop"]
+    same = rows["serial same-bytes kernel in the loop"]
+    bare = rows["numba_adam bare, 1 thread"]
+    same_bare = rows["serial same-bytes kernel bare"]
+    return dict(
+        case=case, params=loop.params, iteration_seconds=loop.median,
+        same_bytes_iteration_seconds=same.median,
+        in_loop_step_seconds=float(np.median(loop.step_seconds)),
+        bare_one_thread_step_seconds=bare.median,
+        iteration_over_same_bytes=ratio(loop, same),
+        in_loop_step_over_bare_one_thread=ratio(loop, bare, step=True),
+        same_bytes_in_loop_step_seconds=float(np.median(same.step_seconds)),
+        same_bytes_bare_step_seconds=same_bare.median,
+        same_bytes_in_loop_over_bare=ratio(same, same_bare, step=True))
+
+
+def _summarise_neighbour(rows: dict[str, Result]) -> list[dict]:
+    """The good-neighbour case: each measurement with numba_adam imported over alone."""
+    out = []
+    for name, r in rows.items():
+        if name.endswith(", numba_adam imported"):
+            alone = rows[name[:-len(", numba_adam imported")]]
+            out.append(dict(measurement=alone.implementation, alone_seconds=alone.median,
+                            with_numba_adam_seconds=r.median, with_over_alone=ratio(r, alone)))
+    return out
+
+
+def _summarise_steps(case: str, rows: dict[str, Result], dtype, amsgrad: bool,
+                     out: dict[str, list[dict]]) -> None:
+    """A bare-step case: a row per implementation into ``out["step"]``, and one per
+    numba_adam state format into ``out["formats"]`` where more than one format ran."""
+    per_param = bytes_per_param(dtype, amsgrad)
+    ours, torch = rows.get("numba_adam"), rows.get("torch fused")
+    for name, r in rows.items():
+        bits = state_bits_of(name)
+        moved = bytes_per_param(dtype, amsgrad, bits)
+        suffix = STATE_BITS_SUFFIX.get(bits, "")
+        same_bits, roof = rows.get(f"numba_adam{suffix}"), rows.get(f"roofline{suffix}")
+        roof_fraction = ratio(roof, r) if roof else None
+        if roof is None and rows.get("roofline"):
+            # only the 32-bit roofline ran: scale it to this format's bytes
+            roof_fraction = _scaled(ratio(rows["roofline"], r), moved / per_param)
+        out["step"].append(dict(
+            case=case, implementation=name, params=r.params, tensors=r.tensors,
+            median_seconds=r.median, seconds=r.seconds,
+            gb_per_s=r.params * moved / r.median / 1e9,
+            roofline_fraction=roof_fraction,
+            over_numba_adam=ratio(r, same_bits) if same_bits and r is not same_bits
+            else None))
+        if not name.startswith("numba_adam"):
+            continue
+        if bits != 32 or (name == "numba_adam" and any(state_bits_of(n) != 32 for n in rows)):
+            out["formats"].append(dict(
+                case=case, state_bits=bits, params=r.params, median_seconds=r.median,
+                gb_per_s=r.params * moved / r.median / 1e9, bytes_per_param=moved,
+                roofline_fraction=roof_fraction,
+                state_bytes_per_param=_state_bytes_per_param(dtype, amsgrad, bits),
+                speed_over_32_bit=ratio(ours, r) if ours else None,
+                speed_over_torch_fused=ratio(torch, r) if torch else None))
+
+
 def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dict]]:
     """Per-case rows with medians and per-round ratios (what --json prints and the table
     shows)."""
     by_case: dict[str, dict[str, Result]] = {}
     for r in results:
         by_case.setdefault(r.case, {})[r.implementation] = r
-    per_param = bytes_per_param(dtype, amsgrad)
     out: dict[str, list[dict]] = {"step": [], "loop": [], "neighbour": [], "formats": [],
                                   "jit": [], "torch": []}
     costs: dict[int, dict[int, float]] = {}
@@ -669,20 +732,7 @@ def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dic
             for name, r in rows.items():
                 costs.setdefault(state_bits_of(name), {})[r.params] = r.median
         elif case.startswith("training loop"):
-            loop = rows["numba_adam in the loop"]
-            same = rows["serial same-bytes kernel in the loop"]
-            bare = rows["numba_adam bare, 1 thread"]
-            same_bare = rows["serial same-bytes kernel bare"]
-            out["loop"].append(dict(
-                case=case, params=loop.params, iteration_seconds=loop.median,
-                same_bytes_iteration_seconds=same.median,
-                in_loop_step_seconds=float(np.median(loop.step_seconds)),
-                bare_one_thread_step_seconds=bare.median,
-                iteration_over_same_bytes=ratio(loop, same),
-                in_loop_step_over_bare_one_thread=ratio(loop, bare, step=True),
-                same_bytes_in_loop_step_seconds=float(np.median(same.step_seconds)),
-                same_bytes_bare_step_seconds=same_bare.median,
-                same_bytes_in_loop_over_bare=ratio(same, same_bare, step=True)))
+            out["loop"].append(_summarise_loop(case, rows))
         elif case.startswith("jit "):
             out["jit"].append(_bench_jit.summarise_jit(rows, case, ratio))
         elif case.startswith(_bench_torch.CASE_PREFIX):
@@ -690,41 +740,9 @@ def summarise(results: list[Result], dtype, amsgrad: bool) -> dict[str, list[dic
                 rows, case, ratio, lambda name: bytes_per_param(dtype, amsgrad,
                                                                 state_bits_of(name)))
         elif case == "good neighbour":
-            for name, r in rows.items():
-                if name.endswith(", numba_adam imported"):
-                    alone = rows[name[:-len(", numba_adam imported")]]
-                    out["neighbour"].append(dict(
-                        measurement=alone.implementation, alone_seconds=alone.median,
-                        with_numba_adam_seconds=r.median, with_over_alone=ratio(r, alone)))
+            out["neighbour"] += _summarise_neighbour(rows)
         else:
-            ours, torch = rows.get("numba_adam"), rows.get("torch fused")
-            for name, r in rows.items():
-                bits = state_bits_of(name)
-                moved = bytes_per_param(dtype, amsgrad, bits)
-                suffix = STATE_BITS_SUFFIX.get(bits, "")
-                same_bits, roof = rows.get(f"numba_adam{suffix}"), rows.get(f"roofline{suffix}")
-                roof_fraction = ratio(roof, r) if roof else None
-                if roof is None and rows.get("roofline"):
-                    # only the 32-bit roofline ran: scale it to this format's bytes
-                    roof_fraction = _scaled(ratio(rows["roofline"], r), moved / per_param)
-                out["step"].append(dict(
-                    case=case, implementation=name, params=r.params, tensors=r.tensors,
-                    median_seconds=r.median, seconds=r.seconds,
-                    gb_per_s=r.params * moved / r.median / 1e9,
-                    roofline_fraction=roof_fraction,
-                    over_numba_adam=ratio(r, same_bits) if same_bits and r is not same_bits
-                    else None))
-                if not name.startswith("numba_adam"):
-                    continue
-                if bits != 32 or (name == "numba_adam" and any(
-                        state_bits_of(n) != 32 for n in rows)):
-                    out["formats"].append(dict(
-                        case=case, state_bits=bits, params=r.params, median_seconds=r.median,
-                        gb_per_s=r.params * moved / r.median / 1e9, bytes_per_param=moved,
-                        roofline_fraction=roof_fraction,
-                        state_bytes_per_param=_state_bytes_per_param(dtype, amsgrad, bits),
-                        speed_over_32_bit=ratio(ours, r) if ours else None,
-                        speed_over_torch_fused=ratio(torch, r) if torch else None))
+            _summarise_steps(case, rows, dtype, amsgrad, out)
     out["costs"] = _format_costs(costs, dtype, amsgrad)
     return out
 
@@ -762,76 +780,94 @@ def _format_costs(costs: dict[int, dict[int, float]], dtype, amsgrad: bool) -> l
     return rows
 
 
+def _roof_text(roof: dict[str, float] | None) -> str:
+    return f"{roof['median']:.0%} [{roof['low']:.0%}-{roof['high']:.0%}]" if roof else "-"
+
+
+def _step_lines(rows: list[dict]) -> list[str]:
+    width = max(26, *(len(row["implementation"]) for row in rows))
+    lines = [f"{'case':<20} {'implementation':<{width}} {'ms/step':>9} {'GB/s':>6} "
+             f"{'of roofline':>18} {'numba_adam is':>20}"]
+    last = None
+    for row in rows:
+        if last and row["case"] != last:
+            lines.append("")
+        last = row["case"]
+        over = _spread(row["over_numba_adam"]) if row["over_numba_adam"] else ""
+        lines.append(f"{row['case']:<20} {row['implementation']:<{width}} "
+                     f"{row['median_seconds'] * 1e3:9.4f} {row['gb_per_s']:6.1f} "
+                     f"{_roof_text(row['roofline_fraction']):>18} {over:>20}")
+    return lines
+
+
+def _format_lines(rows: list[dict]) -> list[str]:
+    lines = ["", f"{'state formats':<20} {'bits':>4} {'ms/step':>9} {'GB/s':>6} "
+                 f"{'of roofline':>18} {'state B/param':>13} {'vs 32-bit state':>20} "
+                 f"{'vs torch fused':>20}"]
+    for row in rows:
+        over32 = _spread(row["speed_over_32_bit"]) if row["state_bits"] != 32 else "1"
+        torch = _spread(row["speed_over_torch_fused"]) if row["speed_over_torch_fused"] \
+            else "-"
+        lines.append(f"{row['case']:<20} {row['state_bits']:>4} "
+                     f"{row['median_seconds'] * 1e3:9.4f} {row['gb_per_s']:6.1f} "
+                     f"{_roof_text(row['roofline_fraction']):>18} "
+                     f"{row['state_bytes_per_param']:13.3f} {over32:>20} {torch:>20}")
+    lines.append("  (speeds: how many times faster than 32-bit state / torch's fused "
+                 "fp32 Adam, per round)")
+    return lines
+
+
+def _cost_lines(rows: list[dict]) -> list[str]:
+    lines = ["", "compute cost per element, 1 thread, data in cache; the bandwidth per "
+                 "core below which a format beats 32-bit state:"]
+    for row in rows:
+        text = (f"  {row['state_bits']:>2}-bit: {row['ns_per_element']:.3f} ns/element, "
+                f"{row['bytes_per_element']:.2f} B/element")
+        if "additive_wins_below_gb_per_s_per_core" in row:
+            text += (f"; wins below {row['additive_wins_below_gb_per_s_per_core']:.1f} "
+                     f"GB/s per core (compute then memory), "
+                     f"{row['overlapped_wins_below_gb_per_s_per_core']:.1f} GB/s "
+                     f"(fully overlapped)")
+        lines.append(text)
+    return lines
+
+
+def _loop_lines(rows: list[dict]) -> list[str]:
+    lines = ["", "training loop (two 256x256 matmuls + step), per iteration:"]
+    for row in rows:
+        lines.append(
+            f"  {row['case']}: iteration {row['iteration_seconds'] * 1e6:.0f} us, "
+            f"{_spread(row['iteration_over_same_bytes'])} the same loop with a serial "
+            f"same-bytes kernel; step in the loop {row['in_loop_step_seconds'] * 1e6:.0f} "
+            f"us, {_spread(row['in_loop_step_over_bare_one_thread'])} the bare 1-thread "
+            f"step ({row['bare_one_thread_step_seconds'] * 1e6:.0f} us); the same-bytes "
+            f"kernel {row['same_bytes_in_loop_step_seconds'] * 1e6:.0f} us in the loop, "
+            f"{_spread(row['same_bytes_in_loop_over_bare'])} its bare "
+            f"{row['same_bytes_bare_step_seconds'] * 1e6:.0f} us")
+    return lines
+
+
+def _neighbour_lines(rows: list[dict]) -> list[str]:
+    lines = ["", "good neighbour (time in a process that imported and stepped numba_adam "
+                 "/ time in one that did not):"]
+    for row in rows:
+        lines.append(f"  {row['measurement']:<26} {row['alone_seconds'] * 1e6:9.1f} us "
+                     f"alone, {_spread(row['with_over_alone'])} with numba_adam")
+    return lines
+
+
 def format_tables(summary: dict[str, list[dict]]) -> str:
+    """The tables that ``numba-adam bench`` prints, from ``summarise``'s rows."""
     lines = []
-    if summary["step"]:
-        width = max(26, *(len(row["implementation"]) for row in summary["step"]))
-        lines.append(f"{'case':<20} {'implementation':<{width}} {'ms/step':>9} {'GB/s':>6} "
-                     f"{'of roofline':>18} {'numba_adam is':>20}")
-        last = None
-        for row in summary["step"]:
-            if last and row["case"] != last:
-                lines.append("")
-            last = row["case"]
-            roof = row["roofline_fraction"]
-            roof_text = (f"{roof['median']:.0%} [{roof['low']:.0%}-{roof['high']:.0%}]"
-                         if roof else "-")
-            over = _spread(row["over_numba_adam"]) if row["over_numba_adam"] else ""
-            lines.append(f"{row['case']:<20} {row['implementation']:<{width}} "
-                         f"{row['median_seconds'] * 1e3:9.4f} {row['gb_per_s']:6.1f} "
-                         f"{roof_text:>18} {over:>20}")
-    if summary["formats"]:
-        lines += ["", f"{'state formats':<20} {'bits':>4} {'ms/step':>9} {'GB/s':>6} "
-                      f"{'of roofline':>18} {'state B/param':>13} {'vs 32-bit state':>20} "
-                      f"{'vs torch fused':>20}"]
-        for row in summary["formats"]:
-            roof = row["roofline_fraction"]
-            roof_text = (f"{roof['median']:.0%} [{roof['low']:.0%}-{roof['high']:.0%}]"
-                         if roof else "-")
-            over32 = _spread(row["speed_over_32_bit"]) if row["state_bits"] != 32 else "1"
-            torch = _spread(row["speed_over_torch_fused"]) if row["speed_over_torch_fused"] \
-                else "-"
-            lines.append(f"{row['case']:<20} {row['state_bits']:>4} "
-                         f"{row['median_seconds'] * 1e3:9.4f} {row['gb_per_s']:6.1f} "
-                         f"{roof_text:>18} {row['state_bytes_per_param']:13.3f} "
-                         f"{over32:>20} {torch:>20}")
-        lines.append("  (speeds: how many times faster than 32-bit state / torch's fused "
-                     "fp32 Adam, per round)")
-    if summary["costs"]:
-        lines += ["", "compute cost per element, 1 thread, data in cache; the bandwidth per "
-                      "core below which a format beats 32-bit state:"]
-        for row in summary["costs"]:
-            text = (f"  {row['state_bits']:>2}-bit: {row['ns_per_element']:.3f} ns/element, "
-                    f"{row['bytes_per_element']:.2f} B/element")
-            if "additive_wins_below_gb_per_s_per_core" in row:
-                text += (f"; wins below {row['additive_wins_below_gb_per_s_per_core']:.1f} "
-                         f"GB/s per core (compute then memory), "
-                         f"{row['overlapped_wins_below_gb_per_s_per_core']:.1f} GB/s "
-                         f"(fully overlapped)")
-            lines.append(text)
-    if summary["loop"]:
-        lines += ["", "training loop (two 256x256 matmuls + step), per iteration:"]
-        for row in summary["loop"]:
-            lines.append(
-                f"  {row['case']}: iteration {row['iteration_seconds'] * 1e6:.0f} us, "
-                f"{_spread(row['iteration_over_same_bytes'])} the same loop with a serial "
-                f"same-bytes kernel; step in the loop {row['in_loop_step_seconds'] * 1e6:.0f} "
-                f"us, {_spread(row['in_loop_step_over_bare_one_thread'])} the bare 1-thread "
-                f"step ({row['bare_one_thread_step_seconds'] * 1e6:.0f} us); the same-bytes "
-                f"kernel {row['same_bytes_in_loop_step_seconds'] * 1e6:.0f} us in the loop, "
-                f"{_spread(row['same_bytes_in_loop_over_bare'])} its bare "
-                f"{row['same_bytes_bare_step_seconds'] * 1e6:.0f} us")
-    if summary["jit"]:
-        lines += _bench_jit.format_jit(summary["jit"], _spread)
-    if summary["torch"]:
-        lines += _bench_torch.format_torch(summary["torch"], _spread,
-                                           summary.get("deepspeed_left_out"))
-    if summary["neighbour"]:
-        lines += ["", "good neighbour (time in a process that imported and stepped numba_adam "
-                      "/ time in one that did not):"]
-        for row in summary["neighbour"]:
-            lines.append(f"  {row['measurement']:<26} {row['alone_seconds'] * 1e6:9.1f} us "
-                         f"alone, {_spread(row['with_over_alone'])} with numba_adam")
+    sections = (("step", _step_lines), ("formats", _format_lines), ("costs", _cost_lines),
+                ("loop", _loop_lines),
+                ("jit", lambda rows: _bench_jit.format_jit(rows, _spread)),
+                ("torch", lambda rows: _bench_torch.format_torch(
+                    rows, _spread, summary.get("deepspeed_left_out"))),
+                ("neighbour", _neighbour_lines))
+    for key, lines_of in sections:
+        if summary[key]:
+            lines += lines_of(summary[key])
     return "\n".join(lines)
 
 
@@ -949,27 +985,57 @@ def _run_mpi(args: argparse.Namespace, torch_available: bool, progress) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    dtype = np.dtype(args.dtype)
-    torch_available = importlib.util.find_spec("torch") is not None and not args.no_torch
+def _parse_lists(args: argparse.Namespace) -> str | None:
+    """Set ``args.size_list`` and ``args.bits_list`` from ``--sizes`` and ``--state-bits``;
+    returns what is wrong with them (None when nothing is)."""
     args.sizes_given = args.sizes is not None
     args.sizes = args.sizes if args.sizes_given else "1e6,1e7"
     try:
         args.size_list = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
     except ValueError:
-        print(f"numba-adam bench: --sizes must be numbers, got {args.sizes!r}", file=sys.stderr)
-        return 2
+        return f"--sizes must be numbers, got {args.sizes!r}"
     try:
         args.bits_list = sorted({int(b) for b in args.state_bits.split(",") if b.strip()},
                                 reverse=True)
     except ValueError:
         args.bits_list = []
     if not args.bits_list or not set(args.bits_list) <= {32, 16, 8}:
-        print(f"numba-adam bench: --state-bits must list 32, 16 or 8, got {args.state_bits!r}",
-              file=sys.stderr)
-        return 2
+        return f"--state-bits must list 32, 16 or 8, got {args.state_bits!r}"
     if args.threads is not None and args.threads < 1:
-        print("numba-adam bench: --threads must be >= 1", file=sys.stderr)
+        return "--threads must be >= 1"
+    return None
+
+
+def _print_report(args: argparse.Namespace, dtype: np.dtype, summary: dict,
+                  first: dict | None) -> None:
+    """The summary as JSON (``--json``) or as tables."""
+    if args.json:
+        print(json.dumps(dict(
+            dtype=dtype.name, amsgrad=args.amsgrad, threads=args.threads,
+            repeats=args.repeats, bytes_per_param=bytes_per_param(dtype, args.amsgrad),
+            first_step_seconds={str(bits): dict(cold=cold, cached=cached)
+                                for bits, (cold, cached) in first.items()} if first else None,
+            **summary), indent=1))
+        return
+    print(f"Adam step, {dtype.name}{', AMSGrad' if args.amsgrad else ''}; each "
+          f"implementation in its own process with its own default threads"
+          f"{f' (--threads {args.threads})' if args.threads else ''}; {args.repeats} "
+          f"alternating rounds; ratios are medians [min-max] over rounds; "
+          f"{bytes_per_param(dtype, args.amsgrad)} bytes moved per parameter")
+    print(format_tables(summary))
+    for name, layer in summary["layers"].items():
+        print(f"{name} ran on: {layer}")
+    for bits, (cold, cached) in (first or {}).items():
+        print(f"\nfirst step in a fresh process (import + compile or cache load), "
+              f"{bits}-bit state: cold cache {cold:.2f} s, cached {cached:.2f} s")
+
+
+def run(args: argparse.Namespace) -> int:
+    dtype = np.dtype(args.dtype)
+    torch_available = importlib.util.find_spec("torch") is not None and not args.no_torch
+    error = _parse_lists(args)
+    if error:
+        print(f"numba-adam bench: {error}", file=sys.stderr)
         return 2
     progress = (lambda msg: None) if args.json else (
         lambda msg: print(f"  ... {msg}", file=sys.stderr, flush=True))
@@ -994,25 +1060,7 @@ def run(args: argparse.Namespace) -> int:
     summary["layers"] = layers_used(results)
     first = {bits: first_step_times(bits) for bits in args.bits_list} if args.first_step \
         else None
-    if args.json:
-        print(json.dumps(dict(
-            dtype=dtype.name, amsgrad=args.amsgrad, threads=args.threads,
-            repeats=args.repeats, bytes_per_param=bytes_per_param(dtype, args.amsgrad),
-            first_step_seconds={str(bits): dict(cold=cold, cached=cached)
-                                for bits, (cold, cached) in first.items()} if first else None,
-            **summary), indent=1))
-    else:
-        print(f"Adam step, {dtype.name}{', AMSGrad' if args.amsgrad else ''}; each "
-              f"implementation in its own process with its own default threads"
-              f"{f' (--threads {args.threads})' if args.threads else ''}; {args.repeats} "
-              f"alternating rounds; ratios are medians [min-max] over rounds; "
-              f"{bytes_per_param(dtype, args.amsgrad)} bytes moved per parameter")
-        print(format_tables(summary))
-        for name, layer in summary["layers"].items():
-            print(f"{name} ran on: {layer}")
-        for bits, (cold, cached) in (first or {}).items():
-            print(f"\nfirst step in a fresh process (import + compile or cache load), "
-                  f"{bits}-bit state: cold cache {cold:.2f} s, cached {cached:.2f} s")
+    _print_report(args, dtype, summary, first)
     if args.plot:
         print(plot(summary, dtype, args.amsgrad, args.plot), file=sys.stderr)
     return 0

@@ -13,10 +13,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .buffer import ParamBuffer
+
+if TYPE_CHECKING:
+    from .optim import Adam
 
 
 # -- data and model ---------------------------------------------------------
@@ -146,7 +150,7 @@ def build_schedule(name: str, lr: float, steps: int):
     return lr
 
 
-def build_optimizer(args: argparse.Namespace, buf: ParamBuffer):
+def build_optimizer(args: argparse.Namespace, buf: ParamBuffer) -> Adam:
     lr = build_schedule(args.schedule, args.lr, args.steps)
     if getattr(args, "distributed", False):
         from .distributed import DistributedAdam as Adam, DistributedAdamW as AdamW
@@ -231,16 +235,86 @@ def write_curve(losses: list[float], out: Path) -> str:
     return f"loss curve: {png}"
 
 
-def run(args: argparse.Namespace) -> int:
+def _argument_error(args: argparse.Namespace) -> str | None:
+    """Why ``args`` cannot run (None when they can)."""
     if args.steps < 1:
-        print("numba-adam demo: --steps must be at least 1", file=sys.stderr)
-        return 2
+        return "--steps must be at least 1"
     if args.distributed:
         import importlib.util
         if importlib.util.find_spec("mpi4py") is None:
-            print("numba-adam demo --distributed needs mpi4py: pip install 'numba-adam[mpi]', "
-                  "then mpiexec -n 2 numba-adam demo --distributed", file=sys.stderr)
-            return 2
+            return ("--distributed needs mpi4py: pip install 'numba-adam[mpi]', "
+                    "then mpiexec -n 2 numba-adam demo --distributed")
+    return None
+
+
+def _resume(opt: Adam, out: Path) -> list[float]:
+    """Load ``out``'s checkpoint into ``opt`` (parameters too) and return the losses
+    recorded so far; raises ``CheckpointError`` when it cannot be loaded."""
+    opt.load(out / "checkpoint.ckpt", params=True)
+    if not (out / "loss.csv").exists():
+        return []
+    return np.loadtxt(out / "loss.csv", delimiter=",", skiprows=1, ndmin=2)[:, 1].tolist()
+
+
+def _headline(args: argparse.Namespace, buf: ParamBuffer, opt: Adam, ranks: "_Ranks", classes: int,
+              done: int) -> str:
+    """The run's first line: model, optimizer, state, schedule and data."""
+    mib = opt.state_nbytes / 2**20
+    return (f"numba-adam demo: {buf.size:,} parameters in {len(buf)} tensors, "
+            f"{args.optimizer}{' amsgrad' if args.amsgrad else ''}"
+            f"{f', {args.state_bits}-bit state' if args.state_bits != 32 else ''} "
+            f"({mib:.1f} MiB), lr {args.lr} ({args.schedule}), {args.steps} steps of batch "
+            f"{args.batch} on {classes}-arm spirals"
+            + (f", resuming after step {done}" if done else "")
+            + (f", data-parallel over {ranks.size} ranks (state {mib:.1f} MiB per rank, "
+               f"{ranks.threads} thread(s) each)" if args.distributed else ""))
+
+
+def _train(args: argparse.Namespace, buf: ParamBuffer, opt: Adam, ranks: "_Ranks", x: np.ndarray,
+           y: np.ndarray, losses: list[float]) -> tuple[float, float, float]:
+    """``args.steps`` steps on minibatches of ``(x, y)``, each loss appended to ``losses``;
+    returns the first step's seconds (compile or cache load), the optimizer's seconds
+    after it, and the whole loop's seconds."""
+    rng = np.random.default_rng([args.seed + 2, opt.param_groups[0].updates])
+    optimizer_seconds = 0.0
+    first_step_seconds = None
+    progress = Progress(args.steps, sys.stdout)
+    start = time.perf_counter()
+    for step in range(args.steps):
+        batch = ranks.share(rng.integers(0, len(x), args.batch))
+        losses.append(ranks.mean(loss_and_grads(buf, x[batch], y[batch]), len(batch)))
+        t0 = time.perf_counter()
+        opt.step()
+        if first_step_seconds is None:     # compile or cache load: reported on its own
+            first_step_seconds = time.perf_counter() - t0
+        else:
+            optimizer_seconds += time.perf_counter() - t0
+        progress.update(step + 1, f"loss {np.mean(losses[-50:]):.4f}")
+    return first_step_seconds, optimizer_seconds, time.perf_counter() - start
+
+
+def _timing(args: argparse.Namespace, buf: ParamBuffer, first_step_seconds: float,
+            optimizer_seconds: float, total: float) -> list[str]:
+    """The report's timing lines: the first step apart, then the optimizer's share."""
+    from .bench import bytes_per_param
+    lines = [f"first step {first_step_seconds:.2f}s (compile, or load from the kernel "
+             f"cache; cached next time)"]
+    if args.steps > 1:
+        updates = buf.size * (args.steps - 1)
+        moved = bytes_per_param(buf.data.dtype, args.amsgrad, args.state_bits)
+        lines.append(f"time {total:.1f}s; optimizer after the first step "
+                     f"{optimizer_seconds:.3f}s = {optimizer_seconds / total:.1%} of the run, "
+                     f"{optimizer_seconds / (args.steps - 1) * 1e3:.3f} ms/step, "
+                     f"{updates / optimizer_seconds / 1e6:,.0f}M parameters/s, "
+                     f"{updates * moved / optimizer_seconds / 1e9:.1f} GB/s")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    error = _argument_error(args)
+    if error:
+        print(f"numba-adam demo: {error}", file=sys.stderr)
+        return 2
     ranks = _Ranks(args.distributed)
     if ranks.rank != 0:   # one report: rank 0's (every rank has the same parameters)
         sys.stdout = open(os.devnull, "w")
@@ -250,63 +324,23 @@ def run(args: argparse.Namespace) -> int:
     buf = init_mlp(args.hidden, classes, args.seed)
     opt = build_optimizer(args, buf)
     args.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.out / "checkpoint.ckpt"
     losses: list[float] = []
     if args.resume:
         from .checkpoint import CheckpointError
         try:
-            opt.load(checkpoint, params=True)
+            losses = _resume(opt, args.out)
         except CheckpointError as exc:
             print(f"numba-adam demo: cannot resume: {exc}", file=sys.stderr)
             return 1
-        if (args.out / "loss.csv").exists():
-            losses = np.loadtxt(args.out / "loss.csv", delimiter=",", skiprows=1,
-                                ndmin=2)[:, 1].tolist()
     done = opt.param_groups[0].updates
-    print(f"numba-adam demo: {buf.size:,} parameters in {len(buf)} tensors, "
-          f"{args.optimizer}{' amsgrad' if args.amsgrad else ''}"
-          f"{f', {args.state_bits}-bit state' if args.state_bits != 32 else ''} "
-          f"({opt.state_nbytes / 2**20:.1f} MiB), lr {args.lr} "
-          f"({args.schedule}), {args.steps} steps of batch {args.batch} on "
-          f"{classes}-arm spirals" + (f", resuming after step {done}" if done else "")
-          + (f", data-parallel over {ranks.size} ranks (state "
-             f"{opt.state_nbytes / 2**20:.1f} MiB per rank, {ranks.threads} thread(s) each)"
-             if args.distributed else ""))
-
-    rng = np.random.default_rng([args.seed + 2, done])
-    first_loss = None
-    optimizer_seconds = 0.0
-    first_step_seconds = None
-    progress = Progress(args.steps, sys.stdout)
-    start = time.perf_counter()
-    for step in range(args.steps):
-        batch = ranks.share(rng.integers(0, len(x_train), args.batch))
-        losses.append(ranks.mean(loss_and_grads(buf, x_train[batch], y_train[batch]),
-                                 len(batch)))
-        first_loss = losses[-1] if first_loss is None else first_loss
-        t0 = time.perf_counter()
-        opt.step()
-        if first_step_seconds is None:     # compile or cache load: reported on its own
-            first_step_seconds = time.perf_counter() - t0
-        else:
-            optimizer_seconds += time.perf_counter() - t0
-        progress.update(step + 1, f"loss {np.mean(losses[-50:]):.4f}")
-    total = time.perf_counter() - start
-
-    from .bench import bytes_per_param
-    moved = bytes_per_param(buf.data.dtype, args.amsgrad, args.state_bits)
-    print(f"final loss {np.mean(losses[-100:]):.4f} (first of this run {first_loss:.4f}), "
+    print(_headline(args, buf, opt, ranks, classes, done))
+    timing = _train(args, buf, opt, ranks, x_train, y_train, losses)
+    print(f"final loss {np.mean(losses[-100:]):.4f} (first of this run "
+          f"{losses[len(losses) - args.steps]:.4f}), "
           f"train accuracy {accuracy(buf, x_train, y_train):.1%}, "
           f"test accuracy {accuracy(buf, x_test, y_test):.1%}")
-    print(f"first step {first_step_seconds:.2f}s (compile, or load from the kernel cache; "
-          f"cached next time)")
-    if args.steps > 1:
-        updates = buf.size * (args.steps - 1)
-        print(f"time {total:.1f}s; optimizer after the first step {optimizer_seconds:.3f}s = "
-              f"{optimizer_seconds / total:.1%} of the run, "
-              f"{optimizer_seconds / (args.steps - 1) * 1e3:.3f} ms/step, "
-              f"{updates / optimizer_seconds / 1e6:,.0f}M parameters/s, "
-              f"{updates * moved / optimizer_seconds / 1e9:.1f} GB/s")
+    print("\n".join(_timing(args, buf, *timing)))
+    checkpoint = args.out / "checkpoint.ckpt"
     opt.save(checkpoint, params=True)
     print(f"checkpoint: {checkpoint} after step {opt.param_groups[0].updates} "
           f"(continue with --resume)")

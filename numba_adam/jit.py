@@ -104,15 +104,8 @@ def _handle_class(kinds: frozenset) -> type:
     return cls
 
 
-def make_handle(arrays: dict[str, Any], engine: Any, rules: list, lrs: list, seeds: list,
-                clipnorms: np.ndarray | None, global_clipnorm: float | None,
-                counts: np.ndarray) -> Any:
-    """A handle over an engine's arrays (``Engine.jit_arrays()``) and the group options.
-
-    ``lrs[g]`` is group g's lr, a float or a ``numba_adam.schedules`` schedule;
-    ``seeds[g]`` its 16-bit rounding seed (None: no 16-bit state); ``counts``
-    the optimizer's array of completed updates per group, shared, not copied.
-    """
+def _lr_segments(lrs: list) -> tuple[list, list[tuple[int, int]]]:
+    """Every group's lr as schedule segments, and each group's (first row, row count)."""
     segments, spans = [], []
     for g, lr in enumerate(lrs):
         if isinstance(lr, schedules.Schedule):
@@ -124,12 +117,23 @@ def make_handle(arrays: dict[str, Any], engine: Any, rules: list, lrs: list, see
             rows = schedules.Constant(lr).segments()
         spans.append((len(segments), len(rows)))
         segments.extend(rows)
+    return segments, spans
+
+
+def _rule_table(rules: list) -> np.ndarray:
+    """One row of ``RULE_COLUMNS`` per group's update rule."""
     table = np.zeros((len(rules), RULE_COLUMNS), dtype=np.float64)
     for g, rule in enumerate(rules):
         table[g] = (rule.beta1, rule.beta2, rule.eps, rule.weight_decay,
                     rule.decoupled_weight_decay, rule.maximize, rule.epsilon_hat,
                     rule.bias_correction, math.inf if rule.clipvalue is None else rule.clipvalue)
-    tensors = arrays["tensors"]
+    return table
+
+
+def _row_shapes(engine: Any, tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per tensor (rows, columns, C order), or (-1, 1, 1) for a scalar; its first slot in
+    the row-slot table (16/8-bit state's sparse rows go through it; -1 for 32-bit), and
+    the number of slots."""
     specs = engine.specs
     row_shapes = np.zeros((len(specs), 3), dtype=np.int64)
     slot_at = np.full(len(specs), -1, dtype=np.int64)
@@ -140,11 +144,27 @@ def make_handle(arrays: dict[str, Any], engine: Any, rules: list, lrs: list, see
             cols = int(np.prod(shape[1:], dtype=np.int64))
             order_c = engine.layout.orders[i] == "C" or len(shape) == 1
             row_shapes[i] = (shape[0], cols, order_c)
-            if tensors[i, STATE_BITS] != 32:      # 16/8-bit rows go through a row-slot table
+            if tensors[i, STATE_BITS] != 32:
                 slot_at[i] = n_slots
                 n_slots += shape[0]
         else:
             row_shapes[i] = (-1, 1, 1)
+    return row_shapes, slot_at, n_slots
+
+
+def make_handle(arrays: dict[str, Any], engine: Any, rules: list, lrs: list, seeds: list,
+                clipnorms: np.ndarray | None, global_clipnorm: float | None,
+                counts: np.ndarray) -> Any:
+    """A handle over an engine's arrays (``Engine.jit_arrays()``) and the group options.
+
+    ``lrs[g]`` is group g's lr, a float or a ``numba_adam.schedules`` schedule;
+    ``seeds[g]`` its 16-bit rounding seed (None: no 16-bit state); ``counts``
+    the optimizer's array of completed updates per group, shared, not copied.
+    """
+    segments, spans = _lr_segments(lrs)
+    table = _rule_table(rules)
+    tensors = arrays["tensors"]
+    row_shapes, slot_at, n_slots = _row_shapes(engine, tensors)
     ident = next(_idents)
     _engines[ident] = engine
     flags = np.zeros(3, dtype=np.int64)
