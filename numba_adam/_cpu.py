@@ -797,11 +797,12 @@ class Plan:
         self.tensors[:, GRAD_AT] = self.buffer_grad_at
 
     def bind_grads(self, grads: list) -> None:
-        """Read tensor i's gradient from ``grads[i]`` (checked arrays; None where sparse)."""
+        """Read tensor i's gradient from ``grads[i]`` (checked arrays; None where sparse or
+        absent: the tensor is skipped)."""
         at = self._grad_at
         orders = self.layout.orders
         for i, g in enumerate(grads):
-            if g is None:       # sparse this step: the tensor is skipped, never read
+            if g is None:       # sparse or absent this step: skipped, never read
                 at[i] = self.tensors[i, PARAM_AT]
             elif g.flags.c_contiguous if orders[i] == "C" else g.flags.f_contiguous:
                 at[i] = array_address(g)

@@ -44,8 +44,9 @@ def checked_gradient(g: Any, spec: TensorSpec, dtype: np.dtype, backend: Any) ->
     """``g`` as the array (or IndexedSlices) a step reads for ``spec``'s parameter.
 
     Raises:
-        TypeError/ValueError: None, the wrong shape or dtype, or rows of a
-            Fortran-ordered parameter (the message names the parameter).
+        TypeError/ValueError: None (the engine skips those before checking; data-parallel
+            ranks refuse them), the wrong shape or dtype, or rows of a Fortran-ordered
+            parameter (the message names the parameter).
     """
     if isinstance(g, IndexedSlices):
         if g.dense_shape != spec.array.shape:
@@ -58,9 +59,9 @@ def checked_gradient(g: Any, spec: TensorSpec, dtype: np.dtype, backend: Any) ->
             raise ValueError(f"sparse gradients need a C-ordered parameter; {spec.label} is "
                              f"Fortran-ordered")
         return g
-    if g is None:
-        raise TypeError(f"gradient for {spec.label} is None; every parameter is updated "
-                        f"each step, pass zeros to leave moments decaying")
+    if g is None:      # the engine skips such a tensor before it checks; ranks cannot
+        raise TypeError(f"gradient for {spec.label} is None; data-parallel ranks reduce "
+                        f"every gradient each step: pass zeros to leave its moments decaying")
     g = backend.as_array(g, spec.label)
     if g.shape != spec.array.shape:
         raise ValueError(f"gradient for {spec.label} has shape {g.shape}, "
@@ -126,11 +127,15 @@ class Engine:
             raise ValueError(f"expected {len(self.specs)} gradients (one per parameter, in "
                              f"parameter-group order), got {len(grads)}")
         dense: list = []
-        sparse = []
+        sparse, absent = [], []
         dtype, host = self.dtype, self.device == "cpu"
         for i, (g, spec) in enumerate(zip(grads, self.specs)):
             if host and type(g) is np.ndarray and g.dtype == dtype and g.shape == spec.array.shape:
                 dense.append(g)      # the common case on the CPU, without the checks' calls
+                continue
+            if g is None:            # no gradient this step: the tensor is left as it is
+                absent.append(i)
+                dense.append(None)
                 continue
             g = checked_gradient(g, spec, dtype, self.backend)
             if isinstance(g, IndexedSlices):
@@ -139,12 +144,14 @@ class Engine:
             else:
                 dense.append(g)
         self.plan.bind_grads(dense)
-        self._set_sparse(sparse)
+        self._set_sparse(sparse, absent)
         self._bound_to_buffers = False
         return dense
 
-    def _set_sparse(self, jobs: list) -> None:
-        self.plan.set_skipped([i for i, _, _ in jobs])
+    def _set_sparse(self, jobs: list, absent: list[int] = ()) -> None:
+        """This step's sparse jobs (their rows are updated apart) and the tensors without a
+        gradient: both are left out of the dense launch."""
+        self.plan.set_skipped([i for i, _, _ in jobs] + list(absent))
         self._sparse_jobs = jobs
 
     @property

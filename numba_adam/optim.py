@@ -340,7 +340,10 @@ class Optimizer(OptimizerState):
                 dict name -> gradient; None reads the ParamBuffer grad views.
                 A gradient may be a ``numba_adam.IndexedSlices`` (rows of a
                 C-ordered tensor): dense-equivalent by default, only the given
-                rows with the group option ``lazy_sparse=True``.
+                rows with the group option ``lazy_sparse=True``.  A gradient of
+                None leaves that tensor and its state as they are this step (its
+                group's step count still advances, as Keras' one iteration count
+                does).
             closure: called first (it may recompute the gradients).
 
         Raises:

@@ -91,6 +91,28 @@ def test_dict_params_and_dict_grads(rng):
     assert opt.state_dict()["param_groups"][0]["param_names"] == ["w", "b"]
 
 
+@pytest.mark.parametrize("state_bits", [32, 16, 8])
+def test_a_none_gradient_leaves_that_tensor_and_its_state_alone(rng, state_bits):
+    init, grads = make_problem(rng, np.float32, shapes=[(300,), (5, 4), (7,)])
+    params = [x.copy() for x in init]
+    opt = numba_adam.Adam(params, lr=0.01, state_bits=state_bits, min_8bit_size=1)
+    opt.step(grads[0])
+    held, held_state = params[1].copy(), opt.tensor_state(1)
+    for step_grads in grads[1:]:
+        opt.step([step_grads[0], None, step_grads[2]])
+    np.testing.assert_array_equal(params[1], held)
+    for saved, now in zip(held_state, opt.tensor_state(1)):
+        assert (saved is None and now is None) or np.array_equal(saved, now)
+    assert opt.param_groups[0].updates == len(grads)     # the group's count still advances
+    if state_bits == 32:          # the others step as if the held tensor were not there
+        others = [init[0].copy(), init[2].copy()]
+        alone = numba_adam.Adam(others, lr=0.01)
+        for step_grads in grads:
+            alone.step([step_grads[0], step_grads[2]])
+        np.testing.assert_array_equal(params[0], others[0])
+        np.testing.assert_array_equal(params[2], others[1])
+
+
 def test_param_groups_have_their_own_hyperparameters(rng):
     init, grads = make_problem(rng, np.float64, shapes=[(4,), (3,)])
     a, b = init[0].copy(), init[1].copy()

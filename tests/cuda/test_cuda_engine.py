@@ -51,6 +51,22 @@ def test_cuda_plain_device_arrays_updated_in_place():
         np.testing.assert_allclose(p.copy_to_host(), expected, **tolerance(np.float32))
 
 
+@pytest.mark.parametrize("bits", [32, 16])
+def test_cuda_none_gradient_leaves_that_tensor_alone(bits):
+    init, grads = problem(np.float32, seed=2)
+    buf = numba_adam.ParamBuffer({str(k): x for k, x in enumerate(init)}, np.float32,
+                                 device="cuda")
+    opt = numba_adam.Adam(buf, lr=1e-2, state_bits=bits)
+    held = buf["1"].copy_to_host()
+    for step_grads in grads:
+        opt.step([cuda.to_device(g) if k != 1 else None for k, g in enumerate(step_grads)])
+    np.testing.assert_array_equal(buf["1"].copy_to_host(), held)
+    assert not np.any(opt.tensor_state(1).exp_avg)
+    if bits == 32:
+        expected, _ = torch_adam(init[0], [g[0] for g in grads], lr=1e-2)
+        np.testing.assert_allclose(buf["0"].copy_to_host(), expected, **tolerance(np.float32))
+
+
 def test_cuda_keras_options_and_clipping_match_reference():
     init, grads = problem(np.float64, seed=2, shapes=[(20, 10), (33,)])
     for options in (dict(clipnorm=0.5), dict(global_clipnorm=0.7), dict(clipvalue=0.3),
