@@ -105,6 +105,15 @@ def test_model_parameters_share_the_flat_storage():
     assert grads == sorted(grads) and grads[-1] - grads[0] == (ptrs[-1] - ptrs[0])
 
 
+def lockstep(pairs, steps):
+    """Step each (parameters, optimizer) pair on the same gradients, step by step."""
+    for step in steps:
+        for params, optimizer in pairs:
+            optimizer.zero_grad()
+            backward(params, step)
+            optimizer.step()
+
+
 @pytest.mark.parametrize("direction", ["ours_to_torch", "torch_to_ours"])
 def test_state_dict_interchanges_with_torch(direction):
     kwargs = dict(lr=0.05, amsgrad=True, weight_decay=0.01)
@@ -115,20 +124,12 @@ def test_state_dict_interchanges_with_torch(direction):
     ref_opt = torch.optim.AdamW(reference, **kwargs)
     params = make_params()
     opt = first(params, **kwargs)
-    for step in range(4):
-        for p_set, o in ((reference, ref_opt), (params, opt)):
-            o.zero_grad()
-            backward(p_set, step)
-            o.step()
+    lockstep([(reference, ref_opt), (params, opt)], range(4))
     saved = copy.deepcopy(opt.state_dict())
     resumed_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
     resumed = second(resumed_params, **kwargs)
     resumed.load_state_dict(saved)
-    for step in range(4, 8):
-        for p_set, o in ((reference, ref_opt), (resumed_params, resumed)):
-            o.zero_grad()
-            backward(p_set, step)
-            o.step()
+    lockstep([(reference, ref_opt), (resumed_params, resumed)], range(4, 8))
     assert_same(resumed_params, reference)
     torch_layout = ref_opt.state_dict()
     ours = (resumed if direction == "torch_to_ours" else opt).state_dict()
@@ -311,6 +312,87 @@ def test_all_gradients_none_steps_nothing():
     opt.step()
     assert all(torch.equal(p, b) for p, b in zip(params, before))
     assert len(opt.state) == 0
+
+
+def frozen(params, count=2):
+    """``params`` with the first ``count`` frozen (no gradient ever), as in fine-tuning."""
+    for p in params[:count]:
+        p.requires_grad_(False)
+    return params
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+@pytest.mark.parametrize("name", ["defaults", "amsgrad", "adamw"])
+def test_frozen_parameters_are_skipped_as_in_torch(name, set_to_none):
+    torch_cls, our_cls, kwargs = OPTIONS[name]
+    theirs, ours = frozen(make_params()), frozen(make_params())
+    their_opt, our_opt = torch_cls(theirs, **kwargs), our_cls(ours, **kwargs)
+    before = snapshot(ours[:2])
+    train(their_opt, theirs, set_to_none=set_to_none)
+    train(our_opt, ours, set_to_none=set_to_none)
+    assert_same(ours, theirs)
+    assert_unchanged(ours[:2], before)
+    assert sorted(our_opt.state_dict()["state"]) == sorted(their_opt.state_dict()["state"])
+    assert [p in our_opt.state for p in ours] == [False, False, True, True]
+
+
+@pytest.mark.parametrize("direction", ["ours_to_torch", "torch_to_ours"])
+def test_frozen_parameters_state_dict_interchanges_with_torch(direction):
+    first, second = (nat.Adam, torch.optim.Adam)
+    if direction == "torch_to_ours":
+        first, second = second, first
+    reference = frozen(make_params())
+    ref_opt = torch.optim.Adam(reference, lr=0.05)
+    params = frozen(make_params())
+    opt = first(params, lr=0.05)
+    lockstep([(reference, ref_opt), (params, opt)], range(4))
+    resumed_params = frozen([torch.nn.Parameter(p.detach().clone()) for p in params])
+    resumed = second(resumed_params, lr=0.05)
+    resumed.load_state_dict(copy.deepcopy(opt.state_dict()))
+    lockstep([(reference, ref_opt), (resumed_params, resumed)], range(4, 8))
+    assert_same(resumed_params, reference)
+    assert sorted(resumed.state_dict()["state"]) == [2, 3]
+
+
+@pytest.mark.parametrize("bits", [16, 8])
+def test_frozen_parameters_with_low_bit_state_resume_bit_exact(bits):
+    params = frozen(make_params())
+    opt = nat.Adam(params, lr=0.05, state_bits=bits, min_8bit_size=1)
+    train(opt, params, steps=3)
+    twins = frozen([torch.nn.Parameter(p.detach().clone()) for p in params])
+    twin = nat.Adam(twins, lr=0.05, state_bits=bits, min_8bit_size=1)
+    twin.load_state_dict(copy.deepcopy(opt.state_dict()))
+    train(opt, params, steps=3)
+    train(twin, twins, steps=3)
+    assert all(torch.equal(a, b) for a, b in zip(params, twins))
+    assert_state_equal(opt.state_dict(), twin.state_dict())
+
+
+def test_unfrozen_parameter_is_refused_and_nothing_changes():
+    params = frozen(make_params(), count=1)
+    opt = nat.Adam(params, lr=0.05)
+    train(opt, params, steps=2)
+    saved = copy.deepcopy(opt.state_dict())
+    params[0].requires_grad_(True)
+    opt.zero_grad()
+    backward(params, 2)
+    before = snapshot(params)
+    with pytest.raises(ValueError, match=r"first gradient at step 3 .*add_param_group"):
+        opt.step()
+    assert_unchanged(params, before)
+    assert_state_equal(opt.state_dict(), saved)
+
+
+def test_unfreezing_with_add_param_group_matches_torch():
+    theirs, ours = frozen(make_params()), frozen(make_params())
+    for params, cls in ((theirs, torch.optim.Adam), (ours, nat.Adam)):
+        opt = cls(params[2:], lr=0.05)
+        train(opt, params, steps=3)
+        for p in params[:2]:
+            p.requires_grad_(True)
+        opt.add_param_group({"params": params[:2], "lr": 0.02})
+        train(opt, params, steps=3)
+    assert_same(ours, theirs)
 
 
 # -- compact state and master weights --------------------------------------------

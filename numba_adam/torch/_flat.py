@@ -16,17 +16,20 @@ gradient to float32 (fresh half gradients are first gathered into it by one
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from .. import _state_dict
 from ..buffer import ParamBuffer
 
 # dtypes the engine steps directly, and the half dtypes it steps through float32 masters
 NATIVE = {torch.float32: np.float32, torch.float64: np.float64}
 HALF = (torch.bfloat16, torch.float16)
 _grad_of = operator.attrgetter("grad")
+MASTER_KEY = "master_param"         # a state_dict entry's float32 master weights
 
 
 def check_tensor(param: torch.Tensor, label: str) -> None:
@@ -110,17 +113,22 @@ class FlatGroup:
         """Whether every gradient already is its flat slice (the fast path)."""
         return all(map(operator.is_, grads, self.grad_views))
 
-    def gradient_arrays(self, grads: list) -> list[np.ndarray]:
-        """The arrays the engine reads this step's gradients from (all present, dense):
-        the tensors themselves, or, in master mode, the float32 gradient buffer after
-        the fresh gradients are gathered into the flat half one and converted."""
+    def gradient_arrays(self, grads: list) -> list[np.ndarray | None]:
+        """The arrays the engine reads this step's gradients from (dense; None where a
+        parameter has none): the tensors themselves, or, in master mode, the float32
+        gradient buffer after the fresh gradients are gathered into the flat half one and
+        converted."""
         if not self.master:
-            return [g.numpy() if not g.requires_grad else g.detach().numpy() for g in grads]
-        pairs = [(view, g) for view, g in zip(self.grad_views, grads) if g is not view]
+            return [None if g is None else g.detach().numpy() if g.requires_grad
+                    else g.numpy() for g in grads]
+        pairs = [(view, g) for view, g in zip(self.grad_views, grads)
+                 if g is not None and g is not view]
         with torch.no_grad():
             torch._foreach_copy_([v for v, _ in pairs], [g for _, g in pairs])
         self.before_step()
-        return self._master_grad_arrays
+        if all(g is not None for g in grads):
+            return self._master_grad_arrays
+        return [None if g is None else a for g, a in zip(grads, self._master_grad_arrays)]
 
     def before_step(self) -> None:
         """The float32 gradient the engine reads (half precision: converted, one copy)."""
@@ -164,3 +172,26 @@ class FlatGroup:
             for name, value, data in zip(self.buffer.names, values, self.data_views):
                 self.buffer[name][...] = data.float().numpy() if value is None else value
             self.after_step()
+
+
+def checked_masters(flats: Sequence[FlatGroup], saved_groups: list,
+                    saved_state: Any) -> dict[int, list]:
+    """Master weights in a saved state for the master-weight groups among ``flats``, checked
+    (shape, finite), by ``id`` of the group; {} where the layout does not match (the
+    engine's check then refuses it)."""
+    if not isinstance(saved_state, Mapping) or len(saved_groups) != len(flats):
+        return {}
+    out = {}
+    for f, saved in zip(flats, saved_groups):
+        ids = saved.get("params", []) if isinstance(saved, Mapping) else []
+        if not f.master or len(ids) != len(f.params):
+            continue
+        values = []
+        for pid, p in zip(ids, f.params):
+            entry = saved_state.get(pid)
+            value = entry.get(MASTER_KEY) if isinstance(entry, Mapping) else None
+            values.append(None if value is None else _state_dict.state_array(
+                value, f"state_dict state[{pid!r}][{MASTER_KEY!r}]", tuple(p.shape),
+                np.dtype(np.float32)))
+        out[id(f)] = values
+    return out

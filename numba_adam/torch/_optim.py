@@ -6,20 +6,19 @@ import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 import torch.optim.optimizer as torch_optimizer
 
-from .. import _state_dict
 from ..optim import Adam as _CoreAdam
-from ._flat import HALF, FlatGroup, check_gradients, check_tensor
+from ._first_steps import FirstSteps, fill_unstepped
+from ._flat import (HALF, MASTER_KEY, FlatGroup, check_gradients, check_tensor,
+                    checked_masters)
 
 # the group keys the engine reads (torch's names, plus numba_adam's state options)
 CORE_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
              "decoupled_weight_decay", "state_bits", "seed", "min_8bit_size")
 # torch options numba_adam has no use for: which of them must stay off, and why
 UNSUPPORTED = {"capturable": "CUDA graph capture", "differentiable": "autograd through step()"}
-MASTER_KEY = "master_param"
 
 
 # torch's registries of step hooks for every optimizer (module-level dicts, never rebound)
@@ -140,9 +139,12 @@ class Adam(torch.optim.Optimizer):
         seed: the key of 16-bit state's rounding.
         min_8bit_size: tensors smaller than this keep 32-bit state with ``state_bits=8``.
 
-    Every parameter of the optimizer is stepped together: a step where some
-    parameters have a gradient and others have none raises (torch would skip
-    those); keep untrained parameters out of the optimizer.
+    Parameters that have had no gradient yet (frozen ones) are skipped and keep no
+    state, as in torch.  Each group keeps one step count where torch counts each
+    parameter's own steps, so two cases raise instead of counting apart: a
+    parameter that had a gradient before and has none now, and one whose first
+    gradient comes after its group's first step (add parameters you unfreeze with
+    ``add_param_group`` when you unfreeze them).
 
     Raises:
         TypeError/ValueError: a CUDA, sparse, complex or non-leaf tensor, parameters
@@ -175,6 +177,7 @@ class Adam(torch.optim.Optimizer):
         _check_supported(defaults, type(self).__name__)
         self._core: _CoreAdam | None = None
         self._flats: list[FlatGroup] = []
+        self._first_steps = FirstSteps()
         super().__init__(params, defaults)
         # groups are checked as torch adds them; the flat storage is built for all at once
         flats = [self._flatten(g, gi) for gi, g in enumerate(self.param_groups)]
@@ -241,6 +244,9 @@ class Adam(torch.optim.Optimizer):
         self._index = {id(p): i for i, p in enumerate(self._params)}
         self._where = [(f, j) for f in self._flats for j in range(len(f.params))]
         self._synced = [core_values(g) for g in self.param_groups]
+        self._param_labels = [f.labels[j] for f, j in self._where]
+        self._group_of = [gi for gi, f in enumerate(self._flats) for _ in f.params]
+        self._first_steps.add(len(self._params) - len(self._first_steps.stepped))
 
     # -- stepping -------------------------------------------------------------
     @_observable_step
@@ -249,8 +255,8 @@ class Adam(torch.optim.Optimizer):
 
         Raises:
             ValueError/TypeError: an invalid hyperparameter in ``param_groups``, a sparse
-                gradient, or gradients for some parameters but not others; nothing is
-                changed.
+                gradient, or a gradient missing or first present where torch would count
+                that parameter's steps apart (see the class); nothing is changed.
         """
         # No grad mode is set for the whole step (torch.no_grad() as a decorator cost 16 us
         # per step): the engine writes through NumPy, which autograd does not record, and
@@ -263,17 +269,27 @@ class Adam(torch.optim.Optimizer):
         flats = self._flats
         grads = [f.gradients() for f in flats]
         if all(f.in_place(g) for f, g in zip(flats, grads)):
+            if not self._first_steps.every:
+                self._check_first_steps(set())
             for f in flats:                  # the fast path: gradients in the flat storage
                 f.before_step()
             self._core.step()
+            missing: list[int] = []
         else:
-            arrays = self._gradient_arrays(grads)
-            if arrays is None:
+            missing = [i for i, x in enumerate(x for g in grads for x in g) if x is None]
+            if len(missing) == len(self._params):
                 return loss                  # no gradient at all: torch steps nothing
+            arrays = self._gradient_arrays(grads, missing)
             self._core.step(arrays)
         for f in flats:
             f.after_step()
+        if not self._first_steps.every:
+            self._first_steps.mark(missing)
         return loss
+
+    def _check_first_steps(self, missing: set[int]) -> None:
+        counts = [g.updates for g in self._core.param_groups]
+        self._first_steps.check(missing, self._param_labels, self._group_of, counts)
 
     def _sync_hyperparameters(self) -> None:
         """Pass edits of ``param_groups`` (an lr scheduler's, say) to the engine."""
@@ -290,18 +306,11 @@ class Adam(torch.optim.Optimizer):
                 raise type(exc)(f"param_groups[{gi}]: {exc}") from None
             self._synced[gi] = values
 
-    def _gradient_arrays(self, grads: list[list]) -> list | None:
-        """The arrays to read gradients from, checked; None when there are none at all."""
-        missing = [label for f, g in zip(self._flats, grads)
-                   for label, x in zip(f.labels, g) if x is None]
-        if len(missing) == len(self._params):
-            return None
-        if missing:
-            raise ValueError(
-                f"{missing[0]} has no gradient this step, but other parameters do "
-                f"({len(missing)} without); numba_adam.torch steps all its parameters "
-                f"together. Leave parameters that are not trained out of the optimizer, "
-                f"e.g. [p for p in model.parameters() if p.requires_grad]")
+    def _gradient_arrays(self, grads: list[list], missing: list[int]) -> list:
+        """The arrays to read gradients from, checked (None for the ``missing`` ones, which
+        this step skips)."""
+        if missing or not self._first_steps.every:
+            self._check_first_steps(set(missing))
         for f, g in zip(self._flats, grads):
             check_gradients(g, f.labels)
         return [a for f, g in zip(self._flats, grads) for a in f.gradient_arrays(g)]
@@ -319,7 +328,7 @@ class Adam(torch.optim.Optimizer):
         f, j = self._where[index]
         gi = self._flats.index(f)
         step = self._core.param_groups[gi].updates
-        if step == 0:
+        if step == 0 or not self._first_steps.stepped[index]:
             return {}
         if self._core.tensor_state_bits(index) == 32:
             arrays = self._core.state_views(index)            # live: writes reach the engine
@@ -343,6 +352,8 @@ class Adam(torch.optim.Optimizer):
         core = self._core.state_dict(dequantize=dequantize)
         state = {}
         for i, entry in core["state"].items():
+            if not self._first_steps.stepped[i]:
+                continue                       # frozen so far: torch keeps no state for it
             out = {"step": torch.tensor(float(entry["step"]))}
             out.update((k, torch.from_numpy(v)) for k, v in entry.items() if k != "step")
             f, j = self._where[i]
@@ -379,11 +390,15 @@ class Adam(torch.optim.Optimizer):
             core_state = {pid: ({k: _host(v) for k, v in e.items() if k != MASTER_KEY}
                                 if isinstance(e, Mapping) else e)
                           for pid, e in saved_state.items()}
-        masters = self._checked_masters(saved_groups, saved_state)
+        masters = checked_masters(self._flats, saved_groups, saved_state)
+        stepped = fill_unstepped([(f.params, f.buffer.data.dtype) for f in self._flats],
+                                 saved_groups, core_state)
         self._core.load_state_dict({
             "state": core_state,
             "param_groups": [{k: v for k, v in g.items() if k != "param_names"}
                              if isinstance(g, Mapping) else g for g in saved_groups]})
+        if stepped is not None:
+            self._first_steps.load(stepped)
         for group, saved in zip(self.param_groups, saved_groups):
             group.update((k, v) for k, v in saved.items() if k not in ("params", "param_names"))
         self._synced = [core_values(g) for g in self.param_groups]
@@ -392,26 +407,6 @@ class Adam(torch.optim.Optimizer):
                 f.set_master_weights(masters.get(id(f), [None] * len(f.params)))
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
-
-    def _checked_masters(self, saved_groups: list, saved_state: Any) -> dict[int, list]:
-        """Master weights in ``saved_state`` for the master-weight groups, checked (shape,
-        finite); {} where the layout does not match (the engine's check then refuses it)."""
-        if not isinstance(saved_state, Mapping) or len(saved_groups) != len(self._flats):
-            return {}
-        out = {}
-        for f, saved in zip(self._flats, saved_groups):
-            ids = saved.get("params", []) if isinstance(saved, Mapping) else []
-            if not f.master or len(ids) != len(f.params):
-                continue
-            values = []
-            for pid, p in zip(ids, f.params):
-                entry = saved_state.get(pid)
-                value = entry.get(MASTER_KEY) if isinstance(entry, Mapping) else None
-                values.append(None if value is None else _state_dict.state_array(
-                    value, f"state_dict state[{pid!r}][{MASTER_KEY!r}]", tuple(p.shape),
-                    np.dtype(np.float32)))
-            out[id(f)] = values
-        return out
 
     def __reduce_ex__(self, protocol: int):
         raise TypeError(f"numba_adam.torch.{type(self).__name__} cannot be copied or pickled "
