@@ -44,9 +44,9 @@ def checked_gradient(g: Any, spec: TensorSpec, dtype: np.dtype, backend: Any) ->
     """``g`` as the array (or IndexedSlices) a step reads for ``spec``'s parameter.
 
     Raises:
-        TypeError/ValueError: None (the engine skips those before checking; data-parallel
-            ranks refuse them), the wrong shape or dtype, or rows of a Fortran-ordered
-            parameter (the message names the parameter).
+        TypeError/ValueError: the wrong shape or dtype, or rows of a Fortran-ordered
+            parameter (the message names the parameter).  A None gradient never comes
+            here: the engine skips that tensor, data-parallel ranks refuse it.
     """
     if isinstance(g, IndexedSlices):
         if g.dense_shape != spec.array.shape:
@@ -59,9 +59,6 @@ def checked_gradient(g: Any, spec: TensorSpec, dtype: np.dtype, backend: Any) ->
             raise ValueError(f"sparse gradients need a C-ordered parameter; {spec.label} is "
                              f"Fortran-ordered")
         return g
-    if g is None:      # the engine skips such a tensor before it checks; ranks cannot
-        raise TypeError(f"gradient for {spec.label} is None; data-parallel ranks reduce "
-                        f"every gradient each step: pass zeros to leave its moments decaying")
     g = backend.as_array(g, spec.label)
     if g.shape != spec.array.shape:
         raise ValueError(f"gradient for {spec.label} has shape {g.shape}, "
@@ -115,7 +112,7 @@ class Engine:
                             f"but {len(self.plain)} parameter(s) ({shown}) are plain arrays: "
                             f"pass their gradients with step(grads=[...])")
         self.plan.bind_buffer_grads()
-        self._set_sparse([])
+        self._set_skipped([])
         self._bound_to_buffers = True
 
     def bind_grads(self, grads: list) -> list:
@@ -144,11 +141,11 @@ class Engine:
             else:
                 dense.append(g)
         self.plan.bind_grads(dense)
-        self._set_sparse(sparse, absent)
+        self._set_skipped(sparse, absent)
         self._bound_to_buffers = False
         return dense
 
-    def _set_sparse(self, jobs: list, absent: list[int] = ()) -> None:
+    def _set_skipped(self, jobs: list, absent: list[int] = ()) -> None:
         """This step's sparse jobs (their rows are updated apart) and the tensors without a
         gradient: both are left out of the dense launch."""
         self.plan.set_skipped([i for i, _, _ in jobs] + list(absent))

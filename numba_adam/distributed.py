@@ -605,6 +605,11 @@ class DistributedAdam(Adam):
                     raise ValueError(f"expected {len(self._specs)} gradients (one per "
                                      f"parameter, in parameter-group order), got {len(grads)}")
                 for g, spec in zip(grads, self._specs):
+                    if g is None:
+                        raise TypeError(f"gradient for {spec.label} is None; "
+                                        f"{type(self).__name__} reduces every gradient over "
+                                        f"the ranks each step: pass zeros to leave its "
+                                        f"moments decaying")
                     checked_gradient(g, spec, self.dtype, _cpu)
                 lazy = [i for i, g in enumerate(grads) if isinstance(g, IndexedSlices) and
                         self._groups[self._specs[i].group].get("lazy_sparse", False)]

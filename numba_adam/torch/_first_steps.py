@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ._flat import FlatGroup, saved_param_ids
+
 MOMENT_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
@@ -60,19 +62,18 @@ class FirstSteps:
         self.every = all(self.stepped)
 
 
-def fill_unstepped(groups: Sequence[tuple[Sequence[Any], np.dtype]], saved_groups: list,
+def fill_unstepped(flats: Sequence[FlatGroup], saved_groups: list,
                    core_state: Any) -> list[bool] | None:
     """Which parameters have state in a saved state_dict (torch saves none for a frozen
-    one).  ``groups``: each group's parameters and state dtype.  A group with state for
-    some parameters only gets zero moments at the same step for the others, in
-    ``core_state`` (edited in place), so that the engine loads it.  None where the layout
-    does not match (the engine's check then names the problem)."""
-    if not isinstance(core_state, dict) or len(saved_groups) != len(groups):
+    one).  A group with state for some parameters only gets zero moments at the same step
+    for the others, in ``core_state`` (edited in place), so that the engine loads it.
+    None where the layout does not match (the engine's check then names the problem)."""
+    if not isinstance(core_state, dict) or len(saved_groups) != len(flats):
         return None
     stepped: list[bool] = []
-    for (params, dtype), saved in zip(groups, saved_groups):
-        ids = saved.get("params", []) if isinstance(saved, Mapping) else []
-        if len(ids) != len(params):
+    for f, saved in zip(flats, saved_groups):
+        ids = saved_param_ids(saved, f)
+        if ids is None:
             return None
         present = [pid in core_state for pid in ids]
         stepped += present
@@ -82,8 +83,8 @@ def fill_unstepped(groups: Sequence[tuple[Sequence[Any], np.dtype]], saved_group
         if not isinstance(known, Mapping) or "step" not in known:
             return None
         keys = [k for k in MOMENT_KEYS if k in known]
-        for pid, p, here in zip(ids, params, present):
+        for pid, p, here in zip(ids, f.params, present):
             if not here:
-                core_state[pid] = {"step": known["step"],
-                                   **{k: np.zeros(tuple(p.shape), dtype) for k in keys}}
+                core_state[pid] = {"step": known["step"], **{
+                    k: np.zeros(tuple(p.shape), f.buffer.data.dtype) for k in keys}}
     return stepped

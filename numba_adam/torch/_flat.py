@@ -174,6 +174,13 @@ class FlatGroup:
             self.after_step()
 
 
+def saved_param_ids(saved: Any, flat: FlatGroup) -> list | None:
+    """A saved group's parameter ids, or None unless it lists one per parameter of
+    ``flat``."""
+    ids = saved.get("params", []) if isinstance(saved, Mapping) else []
+    return ids if len(ids) == len(flat.params) else None
+
+
 def checked_masters(flats: Sequence[FlatGroup], saved_groups: list,
                     saved_state: Any) -> dict[int, list]:
     """Master weights in a saved state for the master-weight groups among ``flats``, checked
@@ -183,8 +190,8 @@ def checked_masters(flats: Sequence[FlatGroup], saved_groups: list,
         return {}
     out = {}
     for f, saved in zip(flats, saved_groups):
-        ids = saved.get("params", []) if isinstance(saved, Mapping) else []
-        if not f.master or len(ids) != len(f.params):
+        ids = saved_param_ids(saved, f)
+        if not f.master or ids is None:
             continue
         values = []
         for pid, p in zip(ids, f.params):

@@ -325,9 +325,7 @@ class Adam(torch.optim.Optimizer):
     # -- state ----------------------------------------------------------------
     def _state_entry(self, index: int) -> dict[str, Any]:
         """``self.state[param]`` of the parameter at ``index`` (group order)."""
-        f, j = self._where[index]
-        gi = self._flats.index(f)
-        step = self._core.param_groups[gi].updates
+        step = self._core.param_groups[self._group_of[index]].updates
         if step == 0 or not self._first_steps.stepped[index]:
             return {}
         if self._core.tensor_state_bits(index) == 32:
@@ -391,8 +389,7 @@ class Adam(torch.optim.Optimizer):
                                 if isinstance(e, Mapping) else e)
                           for pid, e in saved_state.items()}
         masters = checked_masters(self._flats, saved_groups, saved_state)
-        stepped = fill_unstepped([(f.params, f.buffer.data.dtype) for f in self._flats],
-                                 saved_groups, core_state)
+        stepped = fill_unstepped(self._flats, saved_groups, core_state)
         self._core.load_state_dict({
             "state": core_state,
             "param_groups": [{k: v for k, v in g.items() if k != "param_names"}

@@ -194,6 +194,16 @@ def scenario_refusals() -> None:
     assert np.array_equal(buf.data, before)
     assert_same_state(opt.state_dict(), state, True, "after a refused step")
     assert opt.param_groups[0].updates == 1
+    grads = gradient(1, RANK, buf)
+    if RANK == RANKS - 1:
+        grads["w1"] = None           # one rank without a gradient: every rank refuses
+    try:
+        opt.step(grads)
+    except TypeError as exc:
+        assert f"rank {RANKS - 1}: gradient for 'w1' is None" in str(exc), exc
+    else:
+        raise AssertionError("a None gradient on one rank was accepted")
+    assert np.array_equal(buf.data, before)
     opt.step(gradient(1, RANK, buf))   # and it steps on
     assert opt.param_groups[0].updates == 2
     failing = [False]
