@@ -18,14 +18,20 @@ one thread.
 ``--neighbour``: torch's fused step and matmul and NumPy's matmul in a process that
 imported and stepped the tree's numba_adam, over the same in a process that did not.
 Prints medians and after/before with its range over rounds.
+
+Each tree compiles into its own fresh Numba cache for the run: Numba checks a cached
+kernel only against the file that defines it, so a change to a module it calls
+(``_bits``, ``_codes``, ``_formula``) would otherwise be timed as the old kernel.
 """
 
 import argparse
 import json
 import os
 import statistics
+import shutil
 import subprocess
 import sys
+import tempfile
 
 STEPS = r"""
 import sys, time, json, numpy as np, numba_adam
@@ -180,8 +186,8 @@ print(json.dumps(out))
 """
 
 
-def _run(script: str, tree: str, *argv: str) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=tree)
+def _run(script: str, tree: str, cache: str, *argv: str) -> dict[str, float]:
+    env = dict(os.environ, PYTHONPATH=tree, NUMBA_CACHE_DIR=cache)
     out = subprocess.run([sys.executable, "-c", script, *argv], env=env, cwd=tree,
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out)
@@ -208,20 +214,26 @@ def main() -> None:
         samples.setdefault(label, {"before": [], "after": []})[name].append(value)
 
     state = f"{args.state_bits}{'a' if args.amsgrad else ''}"    # the script's argv[1]
-    for round_ in range(args.rounds):
-        for name, tree in trees.items():
-            if sizes:
-                for size, seconds in _run(STEPS, tree, state, *sizes).items():
-                    add(name, size, seconds)
-            if args.loop:
-                for label, value in _run(LOOP, tree).items():
-                    add(name, label, value)
-            if args.neighbour:    # with and without side by side, in turn first
-                order = ("with", "without") if round_ % 2 else ("without", "with")
-                times = {how: _run(NEIGHBOUR, tree, how) for how in order}
-                for label, seconds in times["with"].items():
-                    add(name, f"neighbour: {label}, with / without",
-                        seconds / times["without"][label])
+    caches = {name: tempfile.mkdtemp(prefix=f"compare-trees-{name}-") for name in trees}
+    try:
+        for round_ in range(args.rounds):
+            for name, tree in trees.items():
+                cache = caches[name]
+                if sizes:
+                    for size, seconds in _run(STEPS, tree, cache, state, *sizes).items():
+                        add(name, size, seconds)
+                if args.loop:
+                    for label, value in _run(LOOP, tree, cache).items():
+                        add(name, label, value)
+                if args.neighbour:    # with and without side by side, in turn first
+                    order = ("with", "without") if round_ % 2 else ("without", "with")
+                    times = {how: _run(NEIGHBOUR, tree, cache, how) for how in order}
+                    for label, seconds in times["with"].items():
+                        add(name, f"neighbour: {label}, with / without",
+                            seconds / times["without"][label])
+    finally:
+        for cache in caches.values():
+            shutil.rmtree(cache, ignore_errors=True)
     print(f"{'measurement':>44} {'before':>10} {'after':>10}  after/before [range]")
     for label, both in samples.items():
         before, after = statistics.median(both["before"]), statistics.median(both["after"])
