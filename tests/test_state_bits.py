@@ -126,6 +126,29 @@ def test_kernel_matches_the_reference(bits, amsgrad, options):
     np.testing.assert_allclose(buf["w"], p, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("scale", [1e7, 1e-12])
+def test_8bit_kernel_matches_the_reference_at_extreme_block_scales(scale, amsgrad):
+    """Block maxima far from 1 (m's above 2^16 and v's above 2^32, or both tiny): the
+    decode's exact power-of-two factors must stay apart from the block scales, which
+    fast-math reassociation would fold them into (and overflow or underflow)."""
+    rng = np.random.default_rng(5)
+    w0 = rng.standard_normal(20_000).astype(np.float32)
+    grads = [(rng.standard_normal(w0.size) * scale).astype(np.float32) for _ in range(3)]
+    w = w0.copy()
+    opt = numba_adam.Adam([w], lr=1e-2, state_bits=8, amsgrad=amsgrad)
+    for g in grads:
+        opt.step([g])
+    p, m, v, *v_max = ref.lowbit_torch_adam(w0, grads, 8, lr=1e-2, amsgrad=amsgrad)
+    state = opt.tensor_state(0)
+    np.testing.assert_allclose(state.exp_avg, m, rtol=0.07, atol=1e-6 * scale)
+    np.testing.assert_allclose(state.exp_avg_sq, v, rtol=0.07, atol=1e-8 * scale ** 2)
+    if amsgrad:
+        np.testing.assert_allclose(state.max_exp_avg_sq, v_max[0], rtol=0.07,
+                                   atol=1e-8 * scale ** 2)
+    np.testing.assert_allclose(w, p, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("bits", [16, 8])
 @pytest.mark.parametrize("options", [{}, {"amsgrad": True}, {"weight_decay": 0.1},
                                      {"maximize": True, "decoupled_weight_decay": True,
