@@ -326,23 +326,27 @@ PREFETCH_AHEAD = 2048
 
 
 @njit(inline="always")
-def _prefetch(array, start, n):
-    """Prefetch elements ``start`` .. ``start + n - 1`` of ``array`` (clipped to it)."""
-    end = min(start + n, array.size)
-    step = max(1, 64 // array.itemsize)
-    for i in range(start, end, step):
-        _bits.prefetch(array.ctypes.data + i * array.itemsize)
+def _prefetch_chunk(array, start):
+    """Prefetch the ``STATE_CHUNK`` elements of ``array`` from element ``start``: a fixed
+    count of cache lines, which compiles to straight-line code (a prefetch never faults,
+    so lines past the array's end cost nothing; a clipped, counted loop cost a tenth of
+    the in-cache step)."""
+    address = array.ctypes.data + start * array.itemsize
+    for line in range(STATE_CHUNK * array.itemsize // 64):
+        _bits.prefetch(address + line * 64)
 
 
 @njit(inline="always")
 def _prefetch_chunk8(p, g, codes8, c, n, code_starts):
     """Prefetch the chunk ``PREFETCH_AHEAD`` elements past element ``c`` of one 8-bit work
-    item: its parameters, gradients and the codes from each of ``code_starts``."""
+    item (none within that distance of its end): its parameters, gradients and the codes
+    from each of ``code_starts``."""
     ahead = c + PREFETCH_AHEAD
-    _prefetch(p, ahead, STATE_CHUNK)
-    _prefetch(g, ahead, STATE_CHUNK)
-    for at in code_starts:
-        _prefetch(codes8, at + ahead, min(STATE_CHUNK, max(n - ahead, 0)))
+    if ahead < n:
+        _prefetch_chunk(p, ahead)
+        _prefetch_chunk(g, ahead)
+        for at in code_starts:
+            _prefetch_chunk(codes8, at + ahead)
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
