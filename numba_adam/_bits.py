@@ -115,19 +115,31 @@ def bf16_encode(typingctx, x, random16):
     return types.uint16(types.float32, random16), codegen
 
 
-def _encode8(builder, y, magnitude, small_below, scale, exponent_bias, largest):
-    """Nearest 8-bit magnitude code of float32 ``y`` (pattern of |y|: ``magnitude``)."""
+def _maxnum_zero(builder, x):
+    """``maxnum(x, 0)``: ``x`` for every number at or above zero, 0 for NaN.  Fast-math
+    reassociation does not see through it, so it keeps an exact power-of-two multiply
+    from being folded into a block scale (see ``_decode8``, ``_encode8``)."""
     f32 = ir.FloatType()
-    absolute = builder.bitcast(magnitude, f32)
-    small = builder.fptosi(builder.fadd(builder.fmul(absolute, ir.Constant(f32, scale)),
-                                        ir.Constant(f32, 0.5)), ir.IntType(32))
-    odd = builder.and_(builder.lshr(magnitude, _c32(20)), _c32(1))
-    rounded = builder.lshr(builder.add(builder.add(magnitude, _c32(0x7FFFF)), odd), _c32(20))
-    normal = builder.sub(rounded, _c32(exponent_bias))
-    normal = builder.select(builder.icmp_signed("<", normal, _c32(largest)), normal,
-                            _c32(largest))
-    return builder.select(builder.icmp_unsigned("<", magnitude, _c32(small_below)), small,
-                          normal)
+    maxnum = builder.module.declare_intrinsic("llvm.maxnum", [f32],
+                                              ir.FunctionType(f32, [f32, f32]))
+    return builder.call(maxnum, [x, ir.Constant(f32, 0.0)])
+
+
+def _encode8(builder, magnitude, exponent_shift, largest):
+    """Nearest 8-bit magnitude code (ties to even) of the float32 whose pattern is
+    ``magnitude`` (|y|): ``_codes``' ``nearest8``.  |y| times ``2^-exponent_shift`` puts
+    the code's exponent bias on float32's, so rounding the pattern's top bits to the
+    3-bit mantissa gives the code, the evenly spaced codes (float32's subnormals) too:
+    one path for every value.  The max with zero (NaN: code 0) keeps the multiply apart
+    from the block scale's: folded into 1 / absmax, 2^-112 underflows."""
+    f32 = ir.FloatType()
+    absolute = _maxnum_zero(builder, builder.bitcast(magnitude, f32))
+    scaled = builder.bitcast(builder.fmul(absolute, ir.Constant(f32, 2.0 ** -exponent_shift)),
+                             ir.IntType(32))
+    odd = builder.and_(builder.lshr(scaled, _c32(20)), _c32(1))
+    code = builder.lshr(builder.add(builder.add(scaled, _c32(0x7FFFF)), odd), _c32(20))
+    return builder.select(builder.icmp_unsigned("<", code, _c32(largest)), code,
+                          _c32(largest))
 
 
 def _decode8(builder, code, exponent_shift):
@@ -144,10 +156,7 @@ def _decode8(builder, code, exponent_shift):
     LLVM emits a library call that Numba leaves unlinked: the kernel crashed.)"""
     f32 = ir.FloatType()
     placed = builder.bitcast(builder.shl(code, _c32(20)), f32)
-    value = builder.fmul(placed, ir.Constant(f32, 2.0 ** exponent_shift))
-    maxnum = builder.module.declare_intrinsic("llvm.maxnum", [f32],
-                                              ir.FunctionType(f32, [f32, f32]))
-    return builder.call(maxnum, [value, ir.Constant(f32, 0.0)])
+    return _maxnum_zero(builder, builder.fmul(placed, ir.Constant(f32, 2.0 ** exponent_shift)))
 
 
 @intrinsic
@@ -179,8 +188,7 @@ def m8_encode(typingctx, y):
     def codegen(context, builder, signature, args):
         bits = builder.bitcast(args[0], ir.IntType(32))
         magnitude = builder.and_(bits, _c32(0x7FFFFFFF))
-        code = _encode8(builder, args[0], magnitude, 0x38800000, _codes.M8_SCALE, 896,
-                        _codes.M8_MAX)
+        code = _encode8(builder, magnitude, 127 - 15, _codes.M8_MAX)
         sign = builder.and_(builder.lshr(bits, _c32(24)), _c32(0x80))
         return builder.trunc(builder.or_(sign, code), ir.IntType(8))
 
@@ -192,8 +200,7 @@ def v8_encode(typingctx, y):
     """``_codes``' v8_encode in 32-bit lanes."""
     def codegen(context, builder, signature, args):
         magnitude = builder.and_(builder.bitcast(args[0], ir.IntType(32)), _c32(0x7FFFFFFF))
-        code = _encode8(builder, args[0], magnitude, 0x30800000, _codes.V8_SCALE, 768,
-                        _codes.V8_MAX)
+        code = _encode8(builder, magnitude, 127 - 31, _codes.V8_MAX)
         return builder.trunc(code, ir.IntType(8))
 
     return types.uint8(types.float32), codegen

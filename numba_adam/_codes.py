@@ -40,7 +40,8 @@ values 6 decades down, which these codes flush to zero) and is finer within
 one decade of the maximum.  It also needs a 256-entry search to encode; these
 codes take a few integer operations that vectorise.
 
-Encoding rounds to nearest (ties to even).  An element whose second moment
+Encoding rounds to nearest (ties to even), the evenly spaced codes too; a NaN (whose
+block's absmax is NaN, so it decodes as NaN) gets code 0.  An element whose second moment
 (the denominator) encodes to zero stores a zero first moment as well, so a
 tiny v can never leave ``m / (sqrt(v) + eps)`` at ``m / eps`` (the "eps
 blow-up" of affine 8-bit maps).
@@ -56,9 +57,8 @@ M8_MAX = 120                # magnitude code of 1.0 in the signed code
 V8_MAX = 248                # code of 1.0 in the unsigned code
 M8_TINY = np.float32(2.0 ** -17)
 V8_TINY = np.float32(2.0 ** -33)
-M8_SCALE = np.float32(2.0 ** 17)
-V8_SCALE = np.float32(2.0 ** 33)
-_HALF = np.float32(0.5)
+M8_DOWN = np.float32(2.0 ** -112)    # |y| times these: the code's exponent bias on float32's
+V8_DOWN = np.float32(2.0 ** -96)
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
 
@@ -141,23 +141,25 @@ def make_codecs(jit, float_bits, bits_float, float32, native=None):
         return bits_float((code + 768) << 20) if code >= 8 else float32(code & 0xFF) * V8_TINY
 
     @jit
+    def nearest8(y, down, largest):
+        """Nearest magnitude code (ties to even) of |y| <= 1: |y| times ``down`` (2^-112
+        for m, 2^-96 for v) carries the code's exponent bias onto float32's, so rounding
+        that float32's pattern to 3 mantissa bits is the code, the evenly spaced codes
+        (float32's subnormals, on the same grid) included.  NaN gives code 0."""
+        a = abs(y)
+        a = a if a >= _ZERO else _ZERO
+        scaled = float_bits(float32(a * down))
+        return min((scaled + 0x7FFFF + ((scaled >> 20) & 1)) >> 20, largest)
+
+    @jit
     def m8_encode(y):
         """Nearest signed 8-bit code of a float32 ``y`` in [-1, 1]."""
-        bits = float_bits(y)
-        mag = bits & 0x7FFFFFFF
-        if mag < 0x38800000:                        # below 2^-14: the evenly spaced codes
-            code = int(abs(y) * M8_SCALE + _HALF)
-        else:
-            code = min(((mag + 0x7FFFF + ((mag >> 20) & 1)) >> 20) - 896, M8_MAX)
-        return ((bits >> 24) & 0x80) | code
+        return ((float_bits(y) >> 24) & 0x80) | nearest8(y, M8_DOWN, M8_MAX)
 
     @jit
     def v8_encode(y):
         """Nearest unsigned 8-bit code of a float32 ``y`` in [0, 1]."""
-        bits = float_bits(y) & 0x7FFFFFFF
-        if bits < 0x30800000:                       # below 2^-30
-            return int(abs(y) * V8_SCALE + _HALF)
-        return min(((bits + 0x7FFFF + ((bits >> 20) & 1)) >> 20) - 768, V8_MAX)
+        return nearest8(y, V8_DOWN, V8_MAX)
 
     @jit
     def magnitude_bits(x):
@@ -223,21 +225,19 @@ def v8_to_float(codes: np.ndarray) -> np.ndarray:
         np.float32)
 
 
+def _nearest8(y: np.ndarray, down: np.float32, largest: int) -> np.ndarray:
+    a = np.abs(np.asarray(y, np.float32))
+    scaled = _bits(np.where(a >= 0, a, np.float32(0)) * down)      # NaN: code 0
+    return np.minimum((scaled + 0x7FFFF + ((scaled >> 20) & 1)) >> 20, largest)
+
+
 def float_to_m8(y: np.ndarray) -> np.ndarray:
-    y = np.asarray(y, np.float32)
     bits = _bits(y)
-    mag = bits & 0x7FFFFFFF
-    small = (np.abs(y) * M8_SCALE + _HALF).astype(np.int64)
-    normal = np.minimum(((mag + 0x7FFFF + ((mag >> 20) & 1)) >> 20) - 896, M8_MAX)
-    return (((bits >> 24) & 0x80) | np.where(mag < 0x38800000, small, normal)).astype(np.uint8)
+    return (((bits >> 24) & 0x80) | _nearest8(y, M8_DOWN, M8_MAX)).astype(np.uint8)
 
 
 def float_to_v8(y: np.ndarray) -> np.ndarray:
-    y = np.asarray(y, np.float32)
-    bits = _bits(y) & 0x7FFFFFFF
-    small = (np.abs(y) * V8_SCALE + _HALF).astype(np.int64)
-    normal = np.minimum(((bits + 0x7FFFF + ((bits >> 20) & 1)) >> 20) - 768, V8_MAX)
-    return np.where(bits < 0x30800000, small, normal).astype(np.uint8)
+    return _nearest8(y, V8_DOWN, V8_MAX).astype(np.uint8)
 
 
 def blocks(n: int) -> int:

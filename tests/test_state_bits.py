@@ -127,10 +127,10 @@ def test_kernel_matches_the_reference(bits, amsgrad, options):
 
 
 @pytest.mark.parametrize("amsgrad", [False, True])
-@pytest.mark.parametrize("scale", [1e7, 1e-12])
+@pytest.mark.parametrize("scale", [1e15, 1e7, 1e-12])
 def test_8bit_kernel_matches_the_reference_at_extreme_block_scales(scale, amsgrad):
     """Block maxima far from 1 (m's above 2^16 and v's above 2^32, or both tiny): the
-    decode's exact power-of-two factors must stay apart from the block scales, which
+    codecs' exact power-of-two factors must stay apart from the block scales, which
     fast-math reassociation would fold them into (and overflow or underflow)."""
     rng = np.random.default_rng(5)
     w0 = rng.standard_normal(20_000).astype(np.float32)
