@@ -223,14 +223,18 @@ NATIVE = {"random_bits": random_bits, "mix_bits": mix_bits, "bf16_decode": bf16_
 
 @intrinsic
 def prefetch(typingctx, address):
-    """Hint the CPU to fetch the cache line at ``address`` (an int64) for reading."""
+    """Hint the CPU to fetch the cache line at ``address`` (an int64) for reading, into
+    L2 (locality 2, ``prefetcht1``): the 8-bit loop prefetches ``PREFETCH_AHEAD`` elements
+    ahead, 20 KB per thread of parameters, gradients and codes, which into the 32 KB L1
+    (locality 3) evicted the chunk being worked on (6e7 parameters: 0.81-0.83 of the
+    time with locality 3, two runs of compare_trees)."""
     def codegen(context, builder, signature, args):
         i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
             "llvm.prefetch.p0")
         builder.call(fn, [builder.inttoptr(args[0], i8p), ir.Constant(i32, 0),
-                          ir.Constant(i32, 3), ir.Constant(i32, 1)])
+                          ir.Constant(i32, 2), ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
     return types.none(types.int64), codegen
