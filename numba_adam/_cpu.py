@@ -329,8 +329,8 @@ PREFETCH_AHEAD = 2048
 def _prefetch_chunk(array, start):
     """Prefetch the ``STATE_CHUNK`` elements of ``array`` from element ``start``: a fixed
     count of cache lines, which compiles to straight-line code (a prefetch never faults,
-    so lines past the array's end cost nothing; a clipped, counted loop cost a tenth of
-    the in-cache step)."""
+    so lines past the array's end cost nothing).  A loop clipped to the array took 1.03x
+    the 8-bit step time at 3e4 parameters and 1.09x at 1e6."""
     address = array.ctypes.data + start * array.itemsize
     for line in range(STATE_CHUNK * array.itemsize // 64):
         _bits.prefetch(address + line * 64)
