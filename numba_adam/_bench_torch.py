@@ -22,6 +22,8 @@ import subprocess
 import sys
 from typing import Any, Callable
 
+from . import _bench_tables
+
 OURS = "numba_adam.torch"
 OURS_FRESH = "numba_adam.torch, fresh grads"
 OURS_16 = "numba_adam.torch, 16-bit state"
@@ -120,16 +122,13 @@ def format_torch(rows: list[dict[str, Any]], spread: Callable, skipped: str | No
     lines = ["", "numba_adam.torch against torch and DeepSpeed (fp32 parameters):",
              f"{'case':<20} {'implementation':<{width}} {'ms/step':>9} {'GB/s':>6} "
              f"{'numba_adam.torch is':>20} {'with 16-bit state':>20}"]
-    last = None
-    for row in rows:
-        if last and row["case"] != last:
-            lines.append("")
-        last = row["case"]
+
+    def cells(row: dict[str, Any]) -> str:
         faster, faster16 = (spread(row[key]) if row[key] else "" for key in (
             "numba_adam_torch_speedup", "numba_adam_torch_16_bit_speedup"))
-        lines.append(f"{row['case']:<20} {row['implementation']:<{width}} "
-                     f"{row['median_seconds'] * 1e3:9.4f} {row['gb_per_s']:6.1f} {faster:>20} "
-                     f"{faster16:>20}".rstrip())
+        return f"{faster:>20} {faster16:>20}"
+
+    lines += [line.rstrip() for line in _bench_tables.case_lines(rows, width, cells)]
     lines += ["  (how many times faster numba_adam.torch, gradients in place, is than the "
               "row: median [min-max] over rounds;",
               "   with 16-bit state: how many times faster its 16-bit row is than torch's "

@@ -52,7 +52,7 @@ from typing import Any, Callable
 import numpy as np
 from numba import prange
 
-from . import _bench_jit, _bench_torch
+from . import _bench_jit, _bench_tables, _bench_torch
 
 # -- the roofline: a kernel that moves exactly an Adam step's bytes -------------
 # Written here, on nothing of numba_adam's: a plain prange loop in its own worker
@@ -788,16 +788,12 @@ def _step_lines(rows: list[dict]) -> list[str]:
     width = max(26, *(len(row["implementation"]) for row in rows))
     lines = [f"{'case':<20} {'implementation':<{width}} {'ms/step':>9} {'GB/s':>6} "
              f"{'of roofline':>18} {'numba_adam is':>20}"]
-    last = None
-    for row in rows:
-        if last and row["case"] != last:
-            lines.append("")
-        last = row["case"]
+
+    def cells(row: dict) -> str:
         over = _spread(row["over_numba_adam"]) if row["over_numba_adam"] else ""
-        lines.append(f"{row['case']:<20} {row['implementation']:<{width}} "
-                     f"{row['median_seconds'] * 1e3:9.4f} {row['gb_per_s']:6.1f} "
-                     f"{_roof_text(row['roofline_fraction']):>18} {over:>20}")
-    return lines
+        return f"{_roof_text(row['roofline_fraction']):>18} {over:>20}"
+
+    return lines + _bench_tables.case_lines(rows, width, cells)
 
 
 def _format_lines(rows: list[dict]) -> list[str]:
