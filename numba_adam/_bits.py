@@ -149,11 +149,11 @@ def _decode8(builder, code, exponent_shift):
     (exponent field 0) lands on float32's subnormals, whose spacing continues the normal
     range's as the codes' does: one exact multiply decodes every code, with no compare,
     convert or select (vector multiplies take subnormal inputs at full speed on the CPU
-    measured).  The max with zero changes no value; it keeps fast-math reassociation
-    from folding the power of two into the block scale, where as one constant it would
-    overflow (2^112 times an absmax above 2^16).  (A half-float conversion would decode
-    m in fewer operations, but for some targets, ``NUMBA_CPU_NAME=generic`` among them,
-    LLVM emits a library call that Numba leaves unlinked: the kernel crashed.)"""
+    measured).  ``_maxnum_zero`` changes no value here and keeps the power of two out
+    of the block scale (folded, 2^112 times an absmax above 2^16 overflows).  (A
+    half-float conversion would decode m in fewer operations, but for some targets,
+    ``NUMBA_CPU_NAME=generic`` among them, LLVM emits a library call that Numba leaves
+    unlinked: the kernel crashed.)"""
     f32 = ir.FloatType()
     placed = builder.bitcast(builder.shl(code, _c32(20)), f32)
     return _maxnum_zero(builder, builder.fmul(placed, ir.Constant(f32, 2.0 ** exponent_shift)))
