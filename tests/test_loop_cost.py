@@ -1,0 +1,58 @@
+"""tools/loop_cost.py finds the vector element loops in Numba's assembly dump."""
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "loop_cost", Path(__file__).resolve().parents[1] / "tools" / "loop_cost.py")
+loop_cost = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(loop_cost)
+
+DUMP = """\
+------------------------------ASSEMBLY _items32------------------------------
+\tmovq\t%rdi, %rax
+.LBB0_1:
+\txorl\t%ecx, %ecx
+.LBB0_2:
+\tvmovups\t(%r11,%rcx,4), %ymm1
+\tvmulps\t%ymm1, %ymm1, %ymm2
+\tvsqrtps\t%ymm2, %ymm2
+\tvmovups\t%ymm2, (%r10,%rcx,4)
+\taddq\t$8, %rcx
+\tcmpq\t%rcx, %rax
+\tjne\t.LBB0_2
+\tdecq\t%rdx
+\tjne\t.LBB0_1
+.LBB0_3:
+\tvmovss\t(%r11,%rcx,4), %xmm1
+\tvandps\t%xmm0, %xmm1, %xmm1
+\tvmovss\t%xmm1, (%r10,%rcx,4)
+\tincq\t%rcx
+\tcmpq\t%rcx, %rax
+\tjne\t.LBB0_3
+.LBB0_4:
+\tvaddps\t(%rdi), %ymm0, %ymm0
+\taddq\t$32, %rdi
+\tcmpq\t%rdi, %rax
+\tjne\t.LBB0_4
+"""
+
+
+def test_finds_the_innermost_vector_loops_and_their_element_steps():
+    loops = loop_cost.innermost_loops(DUMP)
+    # not the outer loop around the first, nor the scalar remainder loop
+    assert [(name, len(body)) for name, body in loops] == [("_items32", 7), ("_items32", 4)]
+    indexed, pointers = (body for _, body in loops)
+    assert indexed[0].startswith("vmovups") and indexed[-1].startswith("jne")
+    assert loop_cost.elements_per_pass(indexed) == 8
+    assert loop_cost.elements_per_pass(pointers) is None     # its step counts bytes
+
+
+@pytest.mark.skipif(shutil.which("llvm-mca") is None, reason="llvm-mca is not installed")
+def test_models_a_loop_with_llvm_mca():
+    (_, body), _ = loop_cost.innermost_loops(DUMP)
+    cycles = loop_cost.mca_cycles(body, "znver3")
+    assert cycles is not None and 1.0 < cycles < 100.0
