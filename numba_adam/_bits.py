@@ -94,6 +94,9 @@ def _i32(builder, value):
     return builder.trunc(value, i32) if width > 32 else builder.zext(value, i32)
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _c32(value):
     return ir.Constant(ir.IntType(32), value)
 
@@ -115,14 +118,15 @@ def bf16_encode(typingctx, x, random16):
     return types.uint16(types.float32, random16), codegen
 
 
-def _maxnum_zero(builder, x):
-    """``maxnum(x, 0)``: ``x`` for every number at or above zero, 0 for NaN.  Fast-math
-    reassociation does not see through it, so it keeps an exact power-of-two multiply
-    from being folded into a block scale (see ``_decode8``, ``_encode8``)."""
+def _maxnum(builder, x, floor):
+    """``maxnum(x, floor)``: ``x`` for every number at or above ``floor``, ``floor`` for
+    NaN (one vector max on the CPU).  Fast-math reassociation does not see through it, so
+    it keeps an exact power-of-two multiply from being folded into a block scale (see
+    ``_decode8``, ``_encode8``)."""
     f32 = ir.FloatType()
     maxnum = builder.module.declare_intrinsic("llvm.maxnum", [f32],
                                               ir.FunctionType(f32, [f32, f32]))
-    return builder.call(maxnum, [x, ir.Constant(f32, 0.0)])
+    return builder.call(maxnum, [x, ir.Constant(f32, floor)])
 
 
 def _encode8(builder, magnitude, exponent_shift, largest):
@@ -133,7 +137,7 @@ def _encode8(builder, magnitude, exponent_shift, largest):
     one path for every value.  The max with zero (NaN: code 0) keeps the multiply apart
     from the block scale's: folded into 1 / absmax, 2^-112 underflows."""
     f32 = ir.FloatType()
-    absolute = _maxnum_zero(builder, builder.bitcast(magnitude, f32))
+    absolute = _maxnum(builder, builder.bitcast(magnitude, f32), 0.0)
     scaled = builder.bitcast(builder.fmul(absolute, ir.Constant(f32, 2.0 ** -exponent_shift)),
                              ir.IntType(32))
     odd = builder.and_(builder.lshr(scaled, _c32(20)), _c32(1))
@@ -142,32 +146,36 @@ def _encode8(builder, magnitude, exponent_shift, largest):
                           _c32(largest))
 
 
-def _decode8(builder, code, exponent_shift):
-    """The float32 of an 8-bit magnitude code (an i32): the code at bits 20-27 of a
-    float32 pattern, times ``2^exponent_shift``.  The pattern's exponent field is the
-    code's, biased by 127 instead of the code's bias, and the codes' evenly spaced range
-    (exponent field 0) lands on float32's subnormals, whose spacing continues the normal
-    range's as the codes' does: one exact multiply decodes every code, with no compare,
-    convert or select (vector multiplies take subnormal inputs at full speed on the CPU
-    measured).  ``_maxnum_zero`` changes no value here and keeps the power of two out
-    of the block scale (folded, 2^112 times an absmax above 2^16 overflows).  (A
-    half-float conversion would decode m in fewer operations, but for some targets,
+def _decode8(builder, placed, exponent_shift, floor):
+    """The float32 of an 8-bit code placed in a float32 pattern (``placed``, an i32: the
+    magnitude code at bits 20-27, m's sign at bit 31), times ``2^exponent_shift``.  The
+    pattern's exponent field is the code's, biased by 127 instead of the code's bias,
+    and the codes' evenly spaced range (exponent field 0) lands on float32's subnormals,
+    whose spacing continues the normal range's as the codes' does: one exact multiply
+    decodes every code, with no compare, convert or select (vector multiplies take
+    subnormal inputs at full speed on the CPU measured).  ``_maxnum`` with a ``floor``
+    below every code's value changes no value and keeps the power of two out of the
+    block scale (folded, 2^112 times an absmax above 2^16 overflows).  (A half-float
+    conversion would decode m in fewer operations, but for some targets,
     ``NUMBA_CPU_NAME=generic`` among them, LLVM emits a library call that Numba leaves
     unlinked: the kernel crashed.)"""
     f32 = ir.FloatType()
-    placed = builder.bitcast(builder.shl(code, _c32(20)), f32)
-    return _maxnum_zero(builder, builder.fmul(placed, ir.Constant(f32, 2.0 ** exponent_shift)))
+    value = builder.fmul(builder.bitcast(placed, f32), ir.Constant(f32, 2.0 ** exponent_shift))
+    return _maxnum(builder, value, floor)
 
 
 @intrinsic
 def m8_decode(typingctx, code):
-    """``_codes``' m8_decode in 32-bit lanes; the sign goes in as the pattern's top bit."""
+    """``_codes``' m8_decode in 32-bit lanes.  The code sign-extended and shifted to bit
+    20 has its sign at bit 31 and copies of it at bits 27-30, which one mask clears: the
+    signed pattern in two operations (apart from the one unpacking instruction that
+    loads it), where splitting sign and magnitude took five."""
     def codegen(context, builder, signature, args):
-        c = _i32(builder, args[0])
-        magnitude = _decode8(builder, builder.and_(c, _c32(0x7F)), 127 - 15)  # bias 15
-        sign = builder.and_(builder.shl(c, _c32(24)), _c32(0x80000000))
-        value = builder.or_(builder.bitcast(magnitude, ir.IntType(32)), sign)
-        return builder.bitcast(value, ir.FloatType())
+        width = args[0].type.width
+        low = builder.trunc(args[0], ir.IntType(8)) if width > 8 else args[0]
+        signed = builder.sext(low, ir.IntType(32))
+        placed = builder.and_(builder.shl(signed, _c32(20)), _c32(0x87F00000))
+        return _decode8(builder, placed, 127 - 15, -_FLOAT32_MAX)     # m's bias is 15
 
     return types.float32(code), codegen
 
@@ -177,7 +185,7 @@ def v8_decode(typingctx, code):
     """``_codes``' v8_decode in 32-bit lanes."""
     def codegen(context, builder, signature, args):
         c = builder.and_(_i32(builder, args[0]), _c32(0xFF))
-        return _decode8(builder, c, 127 - 31)     # v's exponent bias is 31
+        return _decode8(builder, builder.shl(c, _c32(20)), 127 - 31, 0.0)   # v's bias is 31
 
     return types.float32(code), codegen
 

@@ -6,9 +6,10 @@ companion to ``compare_trees.py`` and ``numba-adam bench`` on a shared, noisy ma
 
 For each format, a fresh process (its own empty Numba cache, one thread) builds an
 ``Adam`` over one tensor and takes one step with ``NUMBA_DUMP_ASSEMBLY=1``, so the
-kernels are compiled for this machine as a user's would be (they run here too, so
-``NUMBA_CPU_NAME`` can only pick a target this CPU executes).  Every innermost vector
-loop of the dump is listed with its instruction count, the elements one pass covers
+kernels are compiled for this machine as a user's would be (the process imports
+numba_adam as Python finds it from the current directory: run it from a checkout's root
+to see that checkout's).  They run here too, so ``NUMBA_CPU_NAME`` can only pick a
+target this CPU executes.  Every innermost vector loop of the dump is listed with its instruction count, the elements one pass covers
 and, where LLVM's ``llvm-mca`` is installed (Debian: ``apt install llvm``), its
 modelled cycles per pass and per element on ``--mcpu`` (default: the CPU compiled
 for; another name models that core running this code).
