@@ -193,7 +193,7 @@ def _encode8_moments(sm, sden, codes8, m_at, den_at, n, absmax, top_m, top_den):
         den_code = v8_encode(float32(sden[j]) * den_inverse)
         m_code = m8_encode(float32(sm[j]) * m_inverse)
         den[j] = den_code
-        m[j] = 0 if den_code == 0 else m_code
+        m[j] = _bits.zero_where_zero(m_code, den_code)
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")

@@ -645,6 +645,10 @@ def test_8bit_steps_stay_bounded_where_v_underflows():
     opt = numba_adam.Adam8bit([w], lr=1e-3)
     for _ in range(30):
         opt.step([(rng.standard_normal(n) * scale).astype(np.float32)])
+    state = opt.tensor_state(0)
+    underflowed = state.exp_avg_sq == 0
+    assert 0.1 < underflowed.mean() < 0.9
+    assert np.all(state.exp_avg[underflowed] == 0) and np.any(state.exp_avg[~underflowed])
     worst = 0.0
     for _ in range(10):      # no gradient: Adam's steps decay, and stay below ~lr
         before = w.copy()
