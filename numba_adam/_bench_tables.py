@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
+def header(width: int) -> str:
+    """The columns every case table starts with (``width``: the implementation column's)."""
+    return f"{'case':<20} {'implementation':<{width}} {'ms/step':>9} {'GB/s':>6} "
+
+
 def case_lines(rows: list[dict[str, Any]], width: int,
                cells: Callable[[dict[str, Any]], str]) -> list[str]:
     """One line per row: its case, implementation (``width`` wide), ms/step and GB/s, then

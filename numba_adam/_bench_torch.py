@@ -120,8 +120,8 @@ def format_torch(rows: list[dict[str, Any]], spread: Callable, skipped: str | No
                  ) -> list[str]:
     width = max(len(r["implementation"]) for r in rows)
     lines = ["", "numba_adam.torch against torch and DeepSpeed (fp32 parameters):",
-             f"{'case':<20} {'implementation':<{width}} {'ms/step':>9} {'GB/s':>6} "
-             f"{'numba_adam.torch is':>20} {'with 16-bit state':>20}"]
+             _bench_tables.header(width)
+             + f"{'numba_adam.torch is':>20} {'with 16-bit state':>20}"]
 
     def cells(row: dict[str, Any]) -> str:
         faster, faster16 = (spread(row[key]) if row[key] else "" for key in (

@@ -148,7 +148,8 @@ def _encode8(builder, magnitude, exponent_shift, largest):
 
 def _decode8(builder, placed, exponent_shift, floor):
     """The float32 of an 8-bit code placed in a float32 pattern (``placed``, an i32: the
-    magnitude code at bits 20-27, m's sign at bit 31), times ``2^exponent_shift``.  The
+    magnitude code from bit 20, at bits 20-27 for v and 20-26 for m with m's sign at bit
+    31), times ``2^exponent_shift``.  The
     pattern's exponent field is the code's, biased by 127 instead of the code's bias,
     and the codes' evenly spaced range (exponent field 0) lands on float32's subnormals,
     whose spacing continues the normal range's as the codes' does: one exact multiply

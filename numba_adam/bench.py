@@ -786,8 +786,7 @@ def _roof_text(roof: dict[str, float] | None) -> str:
 
 def _step_lines(rows: list[dict]) -> list[str]:
     width = max(26, *(len(row["implementation"]) for row in rows))
-    lines = [f"{'case':<20} {'implementation':<{width}} {'ms/step':>9} {'GB/s':>6} "
-             f"{'of roofline':>18} {'numba_adam is':>20}"]
+    lines = [_bench_tables.header(width) + f"{'of roofline':>18} {'numba_adam is':>20}"]
 
     def cells(row: dict) -> str:
         over = _spread(row["over_numba_adam"]) if row["over_numba_adam"] else ""

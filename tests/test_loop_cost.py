@@ -44,15 +44,15 @@ DUMP = """\
 def test_finds_the_innermost_vector_loops_and_their_element_steps():
     loops = loop_cost.innermost_loops(DUMP)
     # not the outer loop around the first, nor the scalar remainder loop
-    assert [(name, len(body)) for name, body in loops] == [("_items32", 7), ("_items32", 4)]
-    indexed, pointers = (body for _, body in loops)
+    assert [(name, len(body)) for name, body, _ in loops] == [("_items32", 7), ("_items32", 4)]
+    (_, indexed, indexed_elements), (_, pointers, pointer_elements) = loops
     assert indexed[0].startswith("vmovups") and indexed[-1].startswith("jne")
-    assert loop_cost.elements_per_pass(indexed) == 8
-    assert loop_cost.elements_per_pass(pointers) is None     # its step counts bytes
+    assert indexed_elements == loop_cost.elements_per_pass(indexed) == 8
+    assert pointer_elements is loop_cost.elements_per_pass(pointers) is None   # counts bytes
 
 
 @pytest.mark.skipif(shutil.which("llvm-mca") is None, reason="llvm-mca is not installed")
 def test_models_a_loop_with_llvm_mca():
-    (_, body), _ = loop_cost.innermost_loops(DUMP)
+    (_, body, _), _ = loop_cost.innermost_loops(DUMP)
     cycles = loop_cost.mca_cycles(body, "znver3")
     assert cycles is not None and 1.0 < cycles < 100.0

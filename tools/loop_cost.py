@@ -46,10 +46,10 @@ JUMP = re.compile(r"^\s+j\w+\s+(\.?L\w+)")
 PACKED = re.compile(r"^v(add|sub|mul|div|sqrt|max|min|fn?m(add|sub)\d+)ps\s")
 
 
-def innermost_loops(assembly: str) -> list[tuple[str, list[str]]]:
-    """(function name, instructions) of each innermost vector loop: a backward jump to a
-    label with no other backward jump between them, whose body does packed float
-    arithmetic and whose counter does not step one element at a time."""
+def innermost_loops(assembly: str) -> list[tuple[str, list[str], int | None]]:
+    """(function name, instructions, ``elements_per_pass``) of each innermost vector loop:
+    a backward jump to a label with no other backward jump between them, whose body does
+    packed float arithmetic and whose counter does not step one element at a time."""
     loops, function, labels, jumps = [], "?", {}, []
     lines = assembly.splitlines()
     for i, line in enumerate(lines):
@@ -69,8 +69,9 @@ def innermost_loops(assembly: str) -> list[tuple[str, list[str]]]:
             continue                                   # holds another loop
         body = [x.strip() for x in lines[start + 1:end + 1]
                 if x.startswith("\t") and not x.strip().startswith(".")]
-        if any(PACKED.match(x) for x in body) and elements_per_pass(body) != 1:
-            loops.append((name, body))
+        elements = elements_per_pass(body)
+        if any(PACKED.match(x) for x in body) and elements != 1:
+            loops.append((name, body, elements))
     return loops
 
 
@@ -130,8 +131,8 @@ def main() -> None:
           f"{'cycles/pass':>11} {'cycles/element':>14}   sqrt  ({mcpu})")
     for bits in (int(b) for b in args.state_bits.split(",")):
         label = f"{bits}-bit" + (" amsgrad" if args.amsgrad else "")
-        for name, body in innermost_loops(dump(bits, args.amsgrad)):
-            n, cycles = elements_per_pass(body), mca_cycles(body, mcpu)
+        for name, body, n in innermost_loops(dump(bits, args.amsgrad)):
+            cycles = mca_cycles(body, mcpu)
             per = f"{cycles / n:.2f}" if cycles and n else "-"
             sqrt = "yes" if any("sqrtp" in x for x in body) else ""
             print(f"{label:<14} {name[:28]:<28} {len(body):>5} {n or '?':>8} "
