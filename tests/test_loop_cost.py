@@ -1,7 +1,6 @@
 """tools/loop_cost.py finds the vector element loops in Numba's assembly dump."""
 
 import importlib.util
-import shutil
 from pathlib import Path
 
 import pytest
@@ -51,7 +50,7 @@ def test_finds_the_innermost_vector_loops_and_their_element_steps():
     assert pointer_elements is loop_cost.elements_per_pass(pointers) is None   # counts bytes
 
 
-@pytest.mark.skipif(shutil.which("llvm-mca") is None, reason="llvm-mca is not installed")
+@pytest.mark.skipif(loop_cost.find_mca() is None, reason="llvm-mca is not installed")
 def test_models_a_loop_with_llvm_mca():
     (_, body, _), _ = loop_cost.innermost_loops(DUMP)
     cycles = loop_cost.mca_cycles(body, "znver3")

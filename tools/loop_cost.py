@@ -10,7 +10,7 @@ kernels are compiled for this machine as a user's would be (the process imports
 numba_adam as Python finds it from the current directory: run it from a checkout's root
 to see that checkout's).  They run here too, so ``NUMBA_CPU_NAME`` can only pick a
 target this CPU executes.  Every innermost vector loop of the dump is listed with its instruction count, the elements one pass covers
-and, where LLVM's ``llvm-mca`` is installed (Debian: ``apt install llvm``), its
+and, where LLVM's ``llvm-mca`` is installed (Debian: ``apt install llvm``, or ``llvm-19`` for Zen 4; the newest on PATH is used), its
 modelled cycles per pass and per element on ``--mcpu`` (default: the CPU compiled
 for; another name models that core running this code).
 
@@ -85,9 +85,21 @@ def elements_per_pass(body: list[str]) -> int | None:
     return None
 
 
+def find_mca() -> str | None:
+    """The newest llvm-mca on PATH: Debian's versioned ``llvm-mca-NN`` beside the default
+    one, since older ones lack newer cores (LLVM 14 has no znver4, LLVM 19 has)."""
+    versions = {}
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        for name in os.listdir(folder) if os.path.isdir(folder) else ():
+            found = re.fullmatch(r"llvm-mca-(\d+)", name)
+            if found and shutil.which(name):
+                versions.setdefault(int(found.group(1)), shutil.which(name))
+    return versions[max(versions)] if versions else shutil.which("llvm-mca")
+
+
 def mca_cycles(body: list[str], mcpu: str) -> float | None:
     """llvm-mca's cycles per pass of ``body`` on ``mcpu``, or None without llvm-mca."""
-    tool = shutil.which("llvm-mca")
+    tool = find_mca()
     if tool is None:
         return None
     passes = 200
@@ -125,7 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     named = os.environ.get("NUMBA_CPU_NAME", "host")      # the target Numba compiles for
     mcpu = args.mcpu or (named if named != "host" else host_cpu())
-    if shutil.which("llvm-mca") is None:
+    if find_mca() is None:
         print("llvm-mca not found: instruction counts only (apt install llvm for cycles)")
     print(f"{'format':<14} {'function':<28} {'instr':>5} {'elements':>8} "
           f"{'cycles/pass':>11} {'cycles/element':>14}   sqrt  ({mcpu})")
