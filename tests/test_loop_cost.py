@@ -55,3 +55,17 @@ def test_models_a_loop_with_llvm_mca():
     (_, body, _), _ = loop_cost.innermost_loops(DUMP)
     cycles = loop_cost.mca_cycles(body, "znver3")
     assert cycles is not None and 1.0 < cycles < 100.0
+
+
+def test_picks_the_newest_versioned_llvm_mca_on_path(tmp_path, monkeypatch):
+    for name in ("llvm-mca-14", "llvm-mca-19", "llvm-mca-9"):
+        tool = tmp_path / name
+        tool.write_text("#!/bin/sh\n")
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    loop_cost.find_mca.cache_clear()
+    try:
+        assert loop_cost.find_mca() == str(tmp_path / "llvm-mca-19")
+    finally:
+        monkeypatch.undo()
+        loop_cost.find_mca.cache_clear()

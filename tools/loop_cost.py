@@ -9,10 +9,12 @@ For each format, a fresh process (its own empty Numba cache, one thread) builds 
 kernels are compiled for this machine as a user's would be (the process imports
 numba_adam as Python finds it from the current directory: run it from a checkout's root
 to see that checkout's).  They run here too, so ``NUMBA_CPU_NAME`` can only pick a
-target this CPU executes.  Every innermost vector loop of the dump is listed with its instruction count, the elements one pass covers
-and, where LLVM's ``llvm-mca`` is installed (Debian: ``apt install llvm``, or ``llvm-19`` for Zen 4; the newest on PATH is used), its
-modelled cycles per pass and per element on ``--mcpu`` (default: the CPU compiled
-for; another name models that core running this code).
+target this CPU executes.  Every innermost vector loop of the dump is listed with its
+instruction count, the elements one pass covers and, where LLVM's ``llvm-mca`` is
+installed (Debian: ``apt install llvm``, or ``llvm-19`` for Zen 4; the newest
+``llvm-mca-NN`` on PATH is used), its modelled cycles per pass and per element on
+``--mcpu`` (default: the CPU compiled for; another name models that core running this
+code).
 
 A kernel compiles every variant it may take: the update loop appears once per
 gradient form (the plain one, without clamp and gradient factor, is the shortest) and,
@@ -24,6 +26,7 @@ next to a measured time, not a measurement.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import shutil
@@ -85,6 +88,7 @@ def elements_per_pass(body: list[str]) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def find_mca() -> str | None:
     """The newest llvm-mca on PATH: Debian's versioned ``llvm-mca-NN`` beside the default
     one, since older ones lack newer cores (LLVM 14 has no znver4, LLVM 19 has)."""
@@ -92,8 +96,9 @@ def find_mca() -> str | None:
     for folder in os.environ.get("PATH", "").split(os.pathsep):
         for name in os.listdir(folder) if os.path.isdir(folder) else ():
             found = re.fullmatch(r"llvm-mca-(\d+)", name)
-            if found and shutil.which(name):
-                versions.setdefault(int(found.group(1)), shutil.which(name))
+            tool = shutil.which(name) if found else None
+            if tool:
+                versions.setdefault(int(found.group(1)), tool)
     return versions[max(versions)] if versions else shutil.which("llvm-mca")
 
 
