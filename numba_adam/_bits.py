@@ -261,3 +261,22 @@ def prefetch(typingctx, address):
         return context.get_dummy_value()
 
     return types.none(types.int64), codegen
+
+
+# LLVM's tuning for Intel's AVX-512 servers (Skylake-X to Emerald Rapids) prefers 256-bit
+# vectors; the low-bit loops do enough integer work per element that 512-bit ones pay.
+WIDE_VECTORS = '"prefer-vector-width"="512"'
+
+
+@intrinsic
+def prefer_wide_vectors(typingctx):
+    """Let LLVM vectorise the function this is called in with the widest vectors the target
+    has (a no-op where 512-bit vectors are preferred already, or absent: Zen 4, AVX2).
+    Only that function changes: the process's own Numba target, and so the user's own
+    code, keeps its settings.  It emits no instruction.  (llvmlite's function attribute
+    set takes no string attribute, so this one is added to the set beside its check.)"""
+    def codegen(context, builder, signature, args):
+        set.add(builder.function.attributes, WIDE_VECTORS)
+        return context.get_dummy_value()
+
+    return types.none(), codegen

@@ -386,6 +386,7 @@ def _update_item(item, items, tensors, scalars, grad_scales, m, v, v_max):
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def _update_item16(item, items, tensors, scalars, grad_scales, like, codes16, keys):
     """Adam update of one work item with 16-bit state: one fused pass (``_update_range16``)."""
+    _bits.prefer_wide_vectors()
     if not _updates(item, items, tensors):
         return
     t, begin, n, p, g, row, grad_scale = _item_arrays(item, items, tensors, scalars,
@@ -403,6 +404,7 @@ def _update_item8(item, items, tensors, scalars, grad_scales, like, codes8, absm
     """Adam update of one work item with 8-bit state and no AMSGrad, a block at a time:
     decode and update in one pass into float scratch arrays of ``STATE_CHUNK`` (``sm``,
     ``sv``), then encode against the block's new absmax."""
+    _bits.prefer_wide_vectors()
     if not _updates(item, items, tensors):
         return
     t, begin, n, p, g, row, grad_scale = _item_arrays(item, items, tensors, scalars,
@@ -429,6 +431,7 @@ def _update_item8_amsgrad(item, items, tensors, scalars, grad_scales, like, code
                           sv, svm):
     """``_update_item8`` with AMSGrad: v_max decoded and encoded beside m and v, and m's
     code zeroed where v_max's (the denominator) is."""
+    _bits.prefer_wide_vectors()
     if not _updates(item, items, tensors):
         return
     t, begin, n, p, g, row, grad_scale = _item_arrays(item, items, tensors, scalars,

@@ -1,5 +1,7 @@
 """16- and 8-bit optimizer state (API.md section 8): codes, kernels, round trips, accuracy."""
 
+import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -570,6 +572,39 @@ def test_native_code_functions_equal_the_shared_definitions():
                              rng.integers(0, 1 << 32, 200_000, dtype=np.uint32)]).view(np.float32)
     for name in ("m8_encode", "v8_encode", "magnitude_bits"):
         both(name, np.int64, values)
+
+
+WIDE_VECTORS_SCRIPT = """
+import numpy as np
+from numba import float32, njit, types
+from numba_adam import _bits
+
+def loop(x, y):
+    for i in range(x.size):
+        y[i] = np.sqrt(x[i]) * float32(3)
+
+def wide_loop(x, y):
+    _bits.prefer_wide_vectors()
+    for i in range(x.size):
+        y[i] = np.sqrt(x[i]) * float32(3)
+
+for f in (loop, wide_loop):
+    kernel = njit(f)
+    kernel.compile((types.float32[::1], types.float32[::1]))   # compiled, never run
+    print(f.__name__, "zmm" in kernel.inspect_asm(kernel.signatures[0]))
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 code only")
+def test_prefer_wide_vectors_widens_only_its_own_function(tmp_path):
+    """LLVM's Intel AVX-512 server tuning vectorises 256 bits wide unless a function asks
+    for more: ``prefer_wide_vectors`` makes the function it is in (and only that one) use
+    512-bit vectors.  Compiled for skylake-avx512, never run, so any x86 machine checks it."""
+    env = dict(os.environ, NUMBA_CPU_NAME="skylake-avx512", NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop("NUMBA_CPU_FEATURES", None)
+    done = subprocess.run([sys.executable, "-c", WIDE_VECTORS_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.split() == ["loop", "False", "wide_loop", "True"]
 
 
 def _run_both(native, shared, out_dtype, *args):
